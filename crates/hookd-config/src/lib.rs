@@ -1,0 +1,102 @@
+//! hookd's configuration: the TOML schema, its defaults, and one validation pass.
+//!
+//! Design decisions:
+//! - **Two stages.** [`RawConfig`] is what serde reads (`deny_unknown_fields`, explicit
+//!   defaults, names with units such as `max_body_bytes`); [`RawConfig::validate`] turns it into
+//!   a [`Config`] of checked, resolved values or returns *every* problem at once. `hookd check`
+//!   and `hookd serve` run the same code.
+//! - **Errors point at the source.** Every problem names the key, and the `file:line:column`
+//!   when the value came from a file.
+//! - **Secrets never transit argv or logs.** A secret entry is inline, `env:NAME` or
+//!   `file:PATH` (systemd credentials: `file:${CREDENTIALS_DIRECTORY}/webhook-secret`); resolved
+//!   secrets are [`hookd_core::Secret`]s, whose `Debug` is redacted.
+//! - **Relative paths are relative to the config file's folder**, not to the working
+//!   directory, so a config means the same thing whoever starts the daemon.
+
+mod error;
+mod raw;
+mod secrets;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors, Location};
+pub use raw::{
+    AdminSection, LogFormat, LogSection, PluginsSection, RawConfig, ServerSection, StoreSection,
+    VerifySection,
+};
+pub use secrets::SecretSource;
+
+use hookd_core::Secret;
+
+/// A validated configuration, every value checked and every secret resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration was read from, if from a file.
+    pub source: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub secrets: Vec<Secret>,
+    pub store: StoreConfig,
+    pub plugins: PluginsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub path: String,
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// `None` when the admin listener is switched off (`listen = ""`).
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    pub dedup_window: Duration,
+    pub queue_capacity: usize,
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginsConfig {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::single(ConfigError::new(
+                Location::file(path),
+                "",
+                format!("cannot read the config file: {e}"),
+            ))
+        })?;
+        Self::from_toml(&text, Some(path))
+    }
+
+    /// Parses and validates TOML text. `path` is used for messages and for resolving relative
+    /// paths; without it they are relative to the working directory.
+    pub fn from_toml(text: &str, path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let raw = RawConfig::parse(text, path)?;
+        raw.validate(text, path)
+    }
+}

@@ -1,0 +1,86 @@
+//! Validation reports every problem, with its key and position, in one pass.
+
+use std::path::Path;
+
+use hookd_config::Config;
+
+#[test]
+fn defaults_apply_when_only_a_secret_is_given() {
+    let config = Config::from_toml(
+        r#"
+[verify]
+secrets = ["0123456789abcdef0123"]
+"#,
+        Some(Path::new("/etc/hookd/hookd.toml")),
+    )
+    .unwrap();
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.server.path, "/webhooks");
+    assert_eq!(config.server.max_body_bytes, 1024 * 1024);
+    assert_eq!(config.admin.listen.unwrap().to_string(), "127.0.0.1:9090");
+    assert_eq!(config.store.dir, Path::new("/var/lib/hookd"));
+    assert_eq!(config.store.dedup_window.as_secs(), 7 * 24 * 3600);
+    assert_eq!(config.plugins.dir, Path::new("/etc/hookd/plugins"));
+    assert_eq!(config.secrets.len(), 1);
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_config_file() {
+    let config = Config::from_toml(
+        "[verify]\nsecrets = [\"0123456789abcdef0123\"]\n[store]\ndir = \"state\"\n",
+        Some(Path::new("/srv/app/hookd.toml")),
+    )
+    .unwrap();
+    assert_eq!(config.store.dir, Path::new("/srv/app/state"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"[server]
+listen = "localhost"
+path = "webhooks"
+max_body_bytes = 0
+
+[admin]
+listen = "127.0.0.1:99999"
+
+[verify]
+secrets = ["short", "env:HOOKD_TEST_UNSET_VARIABLE", "file:/nonexistent/secret"]
+"#;
+    let errors = Config::from_toml(text, Some(Path::new("hookd.toml"))).unwrap_err();
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let expected = [
+        "hookd.toml:2:10: `server.listen`: `localhost` is not an IP address and port, such as `127.0.0.1:8080` or `[::]:8080`",
+        "hookd.toml:3:8: `server.path`: must be a URL path starting with `/`, got `webhooks`",
+        "hookd.toml:4:18: `server.max_body_bytes`: must be between 64 and 67108864, got 0",
+        "hookd.toml:7:10: `admin.listen`: `127.0.0.1:99999` is not an IP address and port, such as `127.0.0.1:8080` or `[::]:8080`",
+        "hookd.toml:10:12: `verify.secrets[0]`: the inline secret: the secret is 5 bytes long; at least 16 are required",
+        "hookd.toml:10:21: `verify.secrets[1]`: environment variable `HOOKD_TEST_UNSET_VARIABLE` is not set",
+        "hookd.toml:10:54: `verify.secrets[2]`: cannot read secret file `/nonexistent/secret`: No such file or directory (os error 2)",
+    ];
+    assert_eq!(lines, expected);
+}
+
+#[test]
+fn unknown_keys_are_located() {
+    let errors = Config::from_toml(
+        "[server]\nlisten = \"127.0.0.1:1\"\nmax_body = 5\n",
+        Some(Path::new("x.toml")),
+    )
+    .unwrap_err();
+    let message = errors.to_string();
+    assert!(
+        message.starts_with("error: x.toml:3:1: unknown field `max_body`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    let errors = Config::from_toml(
+        "[verify]\nsecrets = [\"tiny-secret\"]\n[server]\nlisten = \"nope\"\n",
+        None,
+    )
+    .unwrap_err();
+    assert!(!errors.to_string().contains("tiny-secret"), "{errors}");
+}
