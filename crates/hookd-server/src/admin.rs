@@ -1,0 +1,64 @@
+//! The admin listener: health, readiness and metrics, on a separate (default loopback) address.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hookd_store::Store;
+use prometheus_client::registry::Registry;
+use warp::http::StatusCode;
+use warp::{Filter, Reply};
+
+/// What the admin routes read.
+pub struct AdminState {
+    pub registry: Arc<Registry>,
+    pub store: Store,
+    /// True once the daemon serves, false again when it starts shutting down.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// `GET /healthz`, `GET /readyz`, `GET /metrics`.
+pub fn admin_routes(
+    state: Arc<AdminState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
+    let with_state = warp::any().map(move || state.clone());
+    let healthz = warp::path!("healthz")
+        .and(with_state.clone())
+        .map(|s: Arc<AdminState>| {
+            if s.store.is_running() {
+                warp::reply::with_status("ok\n", StatusCode::OK).into_response()
+            } else {
+                warp::reply::with_status("store writer stopped\n", StatusCode::SERVICE_UNAVAILABLE)
+                    .into_response()
+            }
+        });
+    let readyz = warp::path!("readyz")
+        .and(with_state.clone())
+        .map(|s: Arc<AdminState>| {
+            if s.ready.load(Ordering::Acquire) && s.store.is_running() {
+                warp::reply::with_status("ready\n", StatusCode::OK).into_response()
+            } else {
+                warp::reply::with_status("not ready\n", StatusCode::SERVICE_UNAVAILABLE)
+                    .into_response()
+            }
+        });
+    let metrics = warp::path!("metrics")
+        .and(with_state)
+        .map(|s: Arc<AdminState>| {
+            let mut text = String::with_capacity(8 * 1024);
+            match prometheus_client::encoding::text::encode(&mut text, &s.registry) {
+                Ok(()) => warp::reply::with_header(
+                    text,
+                    "content-type",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .into_response(),
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            }
+        });
+    warp::get()
+        .and(healthz.or(readyz).unify().or(metrics).unify())
+        .recover(|_| async {
+            Ok::<_, std::convert::Infallible>(StatusCode::NOT_FOUND.into_response())
+        })
+        .unify()
+}

@@ -1,0 +1,48 @@
+//! hookd's HTTP side: the ingest listener and the admin listener.
+//!
+//! **Boundary:** this is the only crate that knows HTTP. It turns a request into a verified
+//! [`hookd_core::Envelope`], hands it to the [`hookd_store::Store`], and answers only once the
+//! store says the event is durable.
+//!
+//! Design decisions:
+//! - **Verify before anything else.** The body is read under a byte cap and a deadline, then
+//!   the signature is checked over those exact bytes; only a verified body is parsed, stored or
+//!   logged (an unverified one is logged by size and peer address only).
+//! - **Our own accept loop.** warp's `serve` builds hyper without a timer, which silently
+//!   disables hyper's header-read timeout. [`listener::serve`] drives hyper's HTTP/1 connection
+//!   builder directly, with a [`hyper_util::rt::TokioTimer`], a header-read timeout, a cap on
+//!   concurrent connections, and graceful shutdown. The routes are still warp filters.
+//! - **Subscriptions are a seam.** The server asks a [`Subscriptions`] which plugins want an
+//!   event, so their deliveries are created in the same transaction as the event; the plugin
+//!   host implements it.
+
+pub mod admin;
+pub mod ingest;
+pub mod listener;
+pub mod metrics;
+
+use std::sync::Arc;
+
+use hookd_core::EventType;
+
+pub use admin::{AdminState, admin_routes};
+pub use ingest::{IngestLimits, IngestState, ingest_routes};
+pub use listener::{ListenerSettings, PeerAddr, serve};
+pub use metrics::IngestMetrics;
+
+/// Which plugins want an event. Asked once per accepted event, on the request path: keep it
+/// cheap (a lookup in a precomputed table).
+pub trait Subscriptions: Send + Sync + 'static {
+    /// Names of the plugins subscribed to `event_type`.
+    fn subscribers(&self, event_type: &EventType) -> Vec<Arc<str>>;
+}
+
+/// No plugin subscribes to anything: events are stored and acknowledged, nothing is delivered.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSubscriptions;
+
+impl Subscriptions for NoSubscriptions {
+    fn subscribers(&self, _: &EventType) -> Vec<Arc<str>> {
+        Vec::new()
+    }
+}

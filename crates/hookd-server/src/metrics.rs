@@ -1,0 +1,93 @@
+//! The ingest listener's metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// Every `reason` label `hookd_requests_rejected_total` can carry.
+pub const REASONS: [&str; 13] = [
+    "missing_signature",
+    "bad_signature",
+    "too_large",
+    "bad_json",
+    "too_deep",
+    "bad_envelope",
+    "body_timeout",
+    "body_error",
+    "not_found",
+    "method_not_allowed",
+    "queue_full",
+    "store_error",
+    "shutting_down",
+];
+
+/// Counters and histograms for the ingest path. Cheap to clone (shared handles).
+#[derive(Debug, Clone)]
+pub struct IngestMetrics {
+    /// Events acknowledged with a 2xx, duplicates included.
+    pub events_received: Counter,
+    /// Acknowledged events whose id had been seen before.
+    pub events_duplicate: Counter,
+    /// New events that no plugin subscribed to: stored, nothing to deliver.
+    pub events_unrouted: Counter,
+    /// Requests refused, by reason.
+    pub requests_rejected: Family<ReasonLabel, Counter>,
+    /// Time from the request's arrival to its answer, for acknowledged events.
+    pub ingest_seconds: Histogram,
+}
+
+impl IngestMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            events_received: Counter::default(),
+            events_duplicate: Counter::default(),
+            events_unrouted: Counter::default(),
+            requests_rejected: Family::default(),
+            ingest_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+        };
+        let r = registry.sub_registry_with_prefix("hookd");
+        r.register(
+            "events_received",
+            "Events acknowledged with a 2xx, duplicates included",
+            m.events_received.clone(),
+        );
+        r.register(
+            "events_duplicate",
+            "Acknowledged events whose id was already stored (not delivered again)",
+            m.events_duplicate.clone(),
+        );
+        r.register(
+            "events_unrouted",
+            "New events no plugin subscribed to (stored, no delivery)",
+            m.events_unrouted.clone(),
+        );
+        r.register(
+            "requests_rejected",
+            "Ingest requests refused, by reason",
+            m.requests_rejected.clone(),
+        );
+        r.register(
+            "ingest_request_seconds",
+            "Time from request arrival to the 2xx answer, durable enqueue included",
+            m.ingest_seconds.clone(),
+        );
+        // Start every reason at zero so alerts and rates see them before the first rejection.
+        for reason in REASONS {
+            drop(m.requests_rejected.get_or_create(&ReasonLabel { reason }));
+        }
+        m
+    }
+
+    pub fn reject(&self, reason: &'static str) {
+        self.requests_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+}

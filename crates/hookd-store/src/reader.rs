@@ -1,0 +1,106 @@
+//! Read-only access: for the admin listener, the CLI, and tests; works beside a running daemon.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::StoreError;
+use crate::schema::open_read_only;
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: String,
+    pub event_type: String,
+    pub payload: String,
+    pub received_at_ms: i64,
+}
+
+/// Deliveries by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryCounts {
+    pub pending: u64,
+    pub done: u64,
+    pub dead: u64,
+}
+
+/// A read-only connection to a store.
+pub struct StoreReader {
+    conn: Connection,
+}
+
+impl StoreReader {
+    /// Opens the store in `dir`; an error if there is no database there.
+    pub fn open(dir: &Path) -> Result<StoreReader, StoreError> {
+        Ok(StoreReader {
+            conn: open_read_only(dir)?,
+        })
+    }
+
+    pub fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT seq, id, type, payload, received_at_ms FROM events WHERE id = ?1",
+            )?
+            .query_row(params![id], |r| {
+                Ok(StoredEvent {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    event_type: r.get(2)?,
+                    payload: r.get(3)?,
+                    received_at_ms: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    pub fn event_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM events", [], |r| count(r, 0))?)
+    }
+
+    pub fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError> {
+        let mut counts = DeliveryCounts::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, count(*) FROM deliveries GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, count(r, 1)?)))?;
+        for row in rows {
+            let (state, n) = row?;
+            match state.as_str() {
+                "pending" => counts.pending = n,
+                "done" => counts.done = n,
+                "dead" => counts.dead = n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    pub fn pending_by_plugin(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT plugin, count(*) FROM deliveries WHERE state = 'pending'
+             GROUP BY plugin ORDER BY plugin",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, count(r, 1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Plugins with a delivery of event `id`, and each delivery's state.
+    pub fn deliveries_of(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.plugin, d.state FROM deliveries d JOIN events e ON e.seq = d.event_seq
+             WHERE e.id = ?1 ORDER BY d.plugin",
+        )?;
+        let rows = stmt.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// SQLite counts are i64; they are never negative.
+fn count(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    Ok(u64::try_from(row.get::<_, i64>(index)?).unwrap_or(0))
+}

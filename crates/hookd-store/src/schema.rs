@@ -1,0 +1,145 @@
+//! Opening the database: pragmas, integrity check, schema migrations.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::{DB_FILE, StoreError};
+
+/// The schema version this code writes.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for another connection's lock before failing.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+const SCHEMA_V1: &str = "
+CREATE TABLE events (
+    seq            INTEGER PRIMARY KEY,
+    id             TEXT    NOT NULL UNIQUE,
+    type           TEXT    NOT NULL,
+    payload        TEXT    NOT NULL,
+    received_at_ms INTEGER NOT NULL
+);
+CREATE INDEX events_received ON events(received_at_ms);
+
+CREATE TABLE deliveries (
+    event_seq          INTEGER NOT NULL REFERENCES events(seq),
+    plugin             TEXT    NOT NULL,
+    state              TEXT    NOT NULL CHECK (state IN ('pending', 'done', 'dead')),
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms INTEGER NOT NULL,
+    last_error         TEXT,
+    created_at_ms      INTEGER NOT NULL,
+    updated_at_ms      INTEGER NOT NULL,
+    PRIMARY KEY (event_seq, plugin)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_due ON deliveries(next_attempt_at_ms, event_seq) WHERE state = 'pending';
+CREATE INDEX deliveries_dead ON deliveries(plugin, event_seq) WHERE state = 'dead';
+
+CREATE TABLE kv (
+    plugin TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  BLOB NOT NULL,
+    PRIMARY KEY (plugin, key)
+) WITHOUT ROWID;
+";
+
+pub(crate) fn db_path(dir: &Path) -> PathBuf {
+    dir.join(DB_FILE)
+}
+
+/// Opens the database for the writer, creating the directory and schema as needed.
+pub(crate) fn open_read_write(dir: &Path) -> Result<Connection, StoreError> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        restrict_permissions(dir);
+    }
+    let path = db_path(dir);
+    let open_err = |source| StoreError::Open {
+        path: path.clone(),
+        source,
+    };
+    let mut conn = Connection::open(&path).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    check_integrity(&conn, &path)?;
+    // WAL: readers never block the writer; FULL: a commit is fsync'd before it returns.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(open_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt {
+            path,
+            detail: format!("cannot switch to WAL journaling (got `{mode}`)"),
+        });
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+    )
+    .map_err(open_err)?;
+    migrate(&mut conn, &path)?;
+    Ok(conn)
+}
+
+/// Opens an existing database read-only.
+pub(crate) fn open_read_only(dir: &Path) -> Result<Connection, StoreError> {
+    let path = db_path(dir);
+    if !path.exists() {
+        return Err(StoreError::Missing(path));
+    }
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_owned(),
+        detail,
+    };
+    // A file that is not a database fails here, on the first read.
+    let result: Result<String, _> = conn.query_row("PRAGMA quick_check", [], |r| r.get(0));
+    match result {
+        Ok(ok) if ok == "ok" => Ok(()),
+        Ok(problem) => Err(corrupt(problem)),
+        Err(e) => Err(corrupt(e.to_string())),
+    }
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V1)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn restrict_permissions(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // Events can hold personal data: owner only. Best effort (the dir may not be ours).
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_: &Path) {}

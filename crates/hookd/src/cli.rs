@@ -1,0 +1,175 @@
+//! The command line: subcommands, their arguments, and the small ones (`check`, `sign`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hookd_config::{Config, LogFormat};
+use hookd_core::Secret;
+
+/// Exit code for a configuration that does not validate.
+pub const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookd",
+    version,
+    about = "Verify, store and dispatch Protocol webhooks to WebAssembly plugins"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Validate a configuration and report every problem.
+    Check(CheckArgs),
+    /// Print the signature Protocol would send for a body.
+    Sign(SignArgs),
+    /// Sign a body and POST it to a running hookd; print the answer.
+    Send(SendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The configuration file.
+    #[arg(long, short, default_value = "/etc/hookd/hookd.toml")]
+    pub config: PathBuf,
+    /// Log format; overrides `[log] format`.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The configuration file.
+    #[arg(long, short, default_value = "/etc/hookd/hookd.toml")]
+    pub config: PathBuf,
+}
+
+/// Where the signing secret comes from. Never argv: it would show in `ps` and shell history.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct SecretArgs {
+    /// A file holding the secret (a trailing newline is ignored).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// An environment variable holding the secret.
+    #[arg(long)]
+    pub secret_env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// The body to sign, byte for byte (`-` for standard input).
+    pub body_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The ingest URL, e.g. http://127.0.0.1:8080/webhooks
+    #[arg(long)]
+    pub url: String,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Replace the event's `id` with a fresh one, so the same file can be sent again without
+    /// being a duplicate.
+    #[arg(long)]
+    pub new_id: bool,
+    /// The event to send (`-` for standard input).
+    pub body_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Auto,
+    Human,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(a: LogFormatArg) -> Self {
+        match a {
+            LogFormatArg::Auto => LogFormat::Auto,
+            LogFormatArg::Human => LogFormat::Human,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+impl SecretArgs {
+    pub fn load(&self) -> anyhow::Result<Secret> {
+        let entry = match (&self.secret_file, &self.secret_env) {
+            (Some(path), _) => format!("file:{}", path.display()),
+            (None, Some(name)) => format!("env:{name}"),
+            (None, None) => anyhow::bail!("give --secret-file or --secret-env"),
+        };
+        hookd_config::SecretSource::parse(&entry)
+            .resolve(Path::new(""))
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .context("cannot read standard input")?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))
+    }
+}
+
+/// Prints every problem (one per line) and returns the config-error exit code.
+pub fn report_config_errors(errors: &hookd_config::ConfigErrors) -> ExitCode {
+    eprintln!("{errors}");
+    let n = errors.len();
+    eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+    ExitCode::from(EXIT_CONFIG)
+}
+
+pub fn check(args: CheckArgs) -> ExitCode {
+    match Config::load(&args.config) {
+        Ok(config) => {
+            println!("{}: ok", args.config.display());
+            println!(
+                "  ingest:  http://{}{}",
+                config.server.listen, config.server.path
+            );
+            match config.admin.listen {
+                Some(a) => println!("  admin:   http://{a}/"),
+                None => println!("  admin:   off"),
+            }
+            println!("  secrets: {}", config.secrets.len());
+            println!("  store:   {}", config.store.dir.display());
+            println!("  plugins: {}", config.plugins.dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => report_config_errors(&errors),
+    }
+}
+
+pub fn sign(args: SignArgs) -> ExitCode {
+    let run = || -> anyhow::Result<String> {
+        let secret = args.secret.load()?;
+        let body = read_input(&args.body_file)?;
+        Ok(hookd_core::sign(&secret, &body))
+    };
+    match run() {
+        Ok(signature) => {
+            println!("{signature}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

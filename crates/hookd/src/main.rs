@@ -1,0 +1,20 @@
+//! `hookd`: the daemon (`serve`) and the operator's tools (`check`, `sign`, `send`).
+
+mod cli;
+mod logging;
+mod send;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Serve(args) => serve::run(args),
+        cli::Command::Check(args) => cli::check(args),
+        cli::Command::Sign(args) => cli::sign(args),
+        cli::Command::Send(args) => send::run(args),
+    }
+}

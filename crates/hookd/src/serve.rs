@@ -1,0 +1,168 @@
+//! `hookd serve`: open the store, bind the listeners, serve until SIGTERM/SIGINT, shut down
+//! cleanly.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hookd_config::Config;
+use hookd_core::Verifier;
+use hookd_server::{
+    AdminState, IngestLimits, IngestMetrics, IngestState, ListenerSettings, NoSubscriptions,
+};
+use hookd_store::Store;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::cli::{ServeArgs, report_config_errors};
+
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(errors) => return report_config_errors(&errors),
+    };
+    let format = args.log_format.map_or(config.log.format, Into::into);
+    if let Err(e) = crate::logging::init(format, &config.log.filter) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hookd-worker")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "hookd stopped on an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let store = Store::open(
+        hookd_store::StoreConfig {
+            dir: config.store.dir.clone(),
+            dedup_window: config.store.dedup_window,
+            queue_capacity: config.store.queue_capacity,
+            max_batch: config.store.max_batch,
+        },
+        &mut registry,
+    )
+    .with_context(|| format!("cannot open the store in `{}`", config.store.dir.display()))?;
+    info!(dir = %config.store.dir.display(), "store open");
+
+    let ingest_metrics = IngestMetrics::register(&mut registry);
+    let verifier = Verifier::new(&config.secrets).context("no webhook secret is configured")?;
+    let ingest = Arc::new(IngestState {
+        limits: IngestLimits {
+            path: config.server.path.clone(),
+            max_body_bytes: config.server.max_body_bytes,
+            max_json_depth: config.server.max_json_depth,
+            body_read_timeout: config.server.body_read_timeout,
+            retry_after: config.server.retry_after,
+        },
+        verifier,
+        store: store.clone(),
+        subscriptions: Arc::new(NoSubscriptions),
+        metrics: ingest_metrics,
+    });
+
+    let ingest_listener = bind(config.server.listen, "ingest").await?;
+    let admin_listener = match config.admin.listen {
+        Some(addr) => Some(bind(addr, "admin").await?),
+        None => None,
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let registry = Arc::new(registry);
+
+    let ingest_task = tokio::spawn(hookd_server::serve(
+        ingest_listener,
+        hookd_server::ingest_routes(ingest),
+        ListenerSettings {
+            header_read_timeout: config.server.header_read_timeout,
+            max_connections: config.server.max_connections,
+            shutdown_grace: SHUTDOWN_GRACE,
+        },
+        stopped(stop_rx.clone()),
+    ));
+    let admin_task = admin_listener.map(|listener| {
+        let state = Arc::new(AdminState {
+            registry: registry.clone(),
+            store: store.clone(),
+            ready: ready.clone(),
+        });
+        tokio::spawn(hookd_server::serve(
+            listener,
+            hookd_server::admin_routes(state),
+            ListenerSettings {
+                header_read_timeout: Duration::from_secs(5),
+                max_connections: 64,
+                shutdown_grace: Duration::from_secs(1),
+            },
+            stopped(stop_rx.clone()),
+        ))
+    });
+
+    ready.store(true, Ordering::Release);
+    info!(version = env!("CARGO_PKG_VERSION"), "hookd ready");
+
+    let signal = wait_for_shutdown_signal().await?;
+    info!(
+        signal,
+        "shutting down: no longer accepting, finishing in-flight requests"
+    );
+    ready.store(false, Ordering::Release);
+    let _ = stop_tx.send(true);
+    let _ = ingest_task.await;
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    let store_for_close = store.clone();
+    tokio::task::spawn_blocking(move || store_for_close.close())
+        .await
+        .context("the store close task failed")?
+        .context("cannot close the store cleanly")?;
+    info!("store closed; bye");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, name: &'static str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({name} listener)"))?;
+    let bound = listener.local_addr().context("no local address")?;
+    info!(listener = name, addr = %bound, "listening on {bound}");
+    Ok(listener)
+}
+
+async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
