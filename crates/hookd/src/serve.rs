@@ -154,6 +154,8 @@ async fn bind(addr: SocketAddr, name: &'static str) -> anyhow::Result<TcpListene
         .with_context(|| format!("cannot listen on {addr} ({name} listener)"))?;
     let bound = listener.local_addr().context("no local address")?;
     info!(listener = name, addr = %bound, "listening on {bound}");
+    // Also on stdout, whatever the log filter, so scripts can find a port picked by the OS.
+    println!("{name} listening on {bound}");
     Ok(listener)
 }
 

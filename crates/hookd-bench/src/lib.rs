@@ -1,0 +1,1 @@
+//! Benchmark tools for hookd; the binaries are in `src/bin/`.
