@@ -77,7 +77,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     } else {
         Settings {
-            connections: vec![16, 64],
+            connections: vec![16, 64, 256],
             requests: 100_000,
             warmup: 5_000,
             duration_secs: 30,

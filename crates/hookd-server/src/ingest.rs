@@ -11,7 +11,7 @@ use hookd_store::{IngestError, NewEvent, Store};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 use warp::Filter;
-use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::path::FullPath;
 use warp::reply::Response;
 
@@ -48,22 +48,27 @@ pub fn ingest_routes(
         .map(move || state.clone())
         .and(warp::method())
         .and(warp::path::full())
-        .and(warp::header::headers_cloned())
+        .and(warp::header::optional::<u64>(
+            header::CONTENT_LENGTH.as_str(),
+        ))
+        .and(warp::header::optional::<HeaderValue>(SIGNATURE_HEADER))
         .and(warp::ext::optional::<PeerAddr>())
         .and(warp::body::stream())
         .then(
             |state: Arc<IngestState>,
              method,
              path: FullPath,
-             headers,
+             declared: Option<u64>,
+             signature: Option<HeaderValue>,
              peer: Option<PeerAddr>,
              body| {
-                let peer = peer.map(|p| p.0);
-                async move {
-                    state
-                        .handle(method, path.as_str(), &headers, peer, body)
-                        .await
-                }
+                let request = Request {
+                    method,
+                    declared,
+                    signature,
+                    peer: peer.map(|p| p.0),
+                };
+                async move { state.handle(request, path.as_str(), body).await }
             },
         )
 }
@@ -96,6 +101,15 @@ fn error_response(status: StatusCode, error: &str, detail: Option<String>) -> Re
     json_response(status, &ErrorBody { error, detail })
 }
 
+/// The parts of a request the handler looks at.
+struct Request {
+    method: Method,
+    /// The `content-length` header, if any.
+    declared: Option<u64>,
+    signature: Option<HeaderValue>,
+    peer: Option<SocketAddr>,
+}
+
 enum BodyError {
     TooLarge,
     Timeout,
@@ -103,19 +117,18 @@ enum BodyError {
 }
 
 impl IngestState {
-    async fn handle<S, B>(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &HeaderMap,
-        peer: Option<SocketAddr>,
-        body: S,
-    ) -> Response
+    async fn handle<S, B>(&self, request: Request, path: &str, body: S) -> Response
     where
         S: Stream<Item = Result<B, warp::Error>> + Send,
         B: Buf,
     {
         let started = Instant::now();
+        let Request {
+            method,
+            declared,
+            signature,
+            peer,
+        } = request;
         let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
         if path != self.limits.path {
             self.metrics.reject("not_found");
@@ -132,10 +145,6 @@ impl IngestState {
         }
 
         let max = self.limits.max_body_bytes;
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > max as u64) {
             return self.too_large(&peer, declared);
         }
@@ -155,7 +164,7 @@ impl IngestState {
             }
         };
 
-        let signature = headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes);
+        let signature = signature.as_ref().map(HeaderValue::as_bytes);
         if let Err(e) = self.verifier.verify(&bytes, signature) {
             self.metrics.reject(e.reason());
             // Unauthenticated: log its size and source, nothing of its content.
