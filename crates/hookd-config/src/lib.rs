@@ -14,6 +14,7 @@
 //!   directory, so a config means the same thing whoever starts the daemon.
 
 mod error;
+pub mod plugin;
 mod raw;
 mod secrets;
 
@@ -26,6 +27,7 @@ pub use raw::{
     AdminSection, LogFormat, LogSection, PluginsSection, RawConfig, ServerSection, StoreSection,
     VerifySection,
 };
+pub use plugin::{Capabilities, Limits, Origin, PluginSpec, RetryPolicy};
 pub use secrets::SecretSource;
 
 use hookd_core::Secret;
