@@ -1,0 +1,407 @@
+//! Loading plugins and running deliveries.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use hookd_config::PluginSpec;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::WasiHttpCtx;
+
+use crate::bindings::hookd::plugin::types;
+use crate::bindings::{Plugin, PluginPre};
+use crate::http_policy::HttpPolicy;
+use crate::output::CappedOutput;
+use crate::state::{HostState, KvStore, LogCollector, MemoryLimiter};
+
+/// How often the epoch ticks; deadlines are rounded up to it.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Most bytes of stdout plus stderr kept per delivery.
+const MAX_CAPTURED_OUTPUT: usize = 64 * 1024;
+
+/// Engine-wide settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HostSettings {
+    /// Use the pooling allocator (fast instantiation, memory reserved up front).
+    pub pooling: bool,
+    /// Plugin instances alive at once, across all plugins (pool size).
+    pub max_instances: u32,
+    /// Largest linear memory any plugin may have (pool slot size; each plugin's own
+    /// `memory_mb` is enforced below it).
+    pub max_memory_bytes: u64,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        Self {
+            pooling: true,
+            max_instances: 128,
+            max_memory_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("`{path}` is not a valid WebAssembly component: {reason}")]
+    Compile { path: String, reason: String },
+    #[error("`{path}` does not fit the hookd:plugin@0.1.0 world: {reason}")]
+    Link { path: String, reason: String },
+}
+
+/// A compiled, pre-instantiated plugin.
+pub struct LoadedPlugin {
+    pub spec: Arc<PluginSpec>,
+    /// Hex SHA-256 of the component's bytes.
+    pub content_hash: String,
+    pub loaded_at: SystemTime,
+    pre: PluginPre<HostState>,
+    permits: Arc<Semaphore>,
+}
+
+impl LoadedPlugin {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+/// The event as a plugin receives it.
+#[derive(Debug, Clone)]
+pub struct DeliveryEvent {
+    pub id: String,
+    pub event_type: String,
+    pub payload: String,
+    pub received_at_ms: i64,
+    pub attempt: u32,
+}
+
+/// What kind of failure ended an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Trap,
+    Timeout,
+    MemoryLimit,
+    /// hookd itself could not run the plugin (instantiation, pool exhausted...).
+    Host,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::MemoryLimit => "memory_limit",
+            FailureKind::Host => "host_error",
+        }
+    }
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The plugin asked to be retried.
+    Retry(String),
+    /// The plugin gave up: dead-letter it.
+    GiveUp(String),
+    /// The attempt failed; retried per policy.
+    Failed(FailureKind, String),
+}
+
+impl Outcome {
+    /// Low-cardinality label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Retry(_) => "retry",
+            Outcome::GiveUp(_) => "give_up",
+            Outcome::Failed(kind, _) => kind.as_str(),
+        }
+    }
+}
+
+/// One line a plugin logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: &'static str,
+    pub message: String,
+}
+
+/// A finished attempt.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub outcome: Outcome,
+    pub duration: Duration,
+    pub logs: Vec<LogLine>,
+    /// Log lines beyond the per-delivery cap, counted and dropped.
+    pub logs_dropped: u64,
+}
+
+/// The engine, the linker, and the epoch ticker shared by every plugin.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    kv: Arc<dyn KvStore>,
+    instances: Arc<Semaphore>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl PluginHost {
+    pub fn new(settings: HostSettings, kv: Arc<dyn KvStore>) -> Result<PluginHost, LoadError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        if settings.pooling {
+            let n = settings.max_instances.max(1);
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(n)
+                .total_core_instances(n * 4)
+                .total_memories(n * 2)
+                .total_tables(n * 2)
+                .total_stacks(n)
+                .max_memory_size(usize::try_from(settings.max_memory_bytes).unwrap_or(usize::MAX));
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        Plugin::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (weak, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("hookd-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+
+        Ok(PluginHost {
+            engine,
+            linker,
+            kv,
+            instances: Arc::new(Semaphore::new(settings.max_instances.max(1) as usize)),
+            ticker_stop,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `wasm` and checks it against the world. CPU-heavy: call it off the async
+    /// threads (`spawn_blocking`).
+    pub fn load(&self, spec: PluginSpec, wasm: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        let path = spec.wasm.display().to_string();
+        let component = Component::new(&self.engine, wasm).map_err(|e| LoadError::Compile {
+            path: path.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        self.prepare(spec, component, hex::encode(Sha256::digest(wasm)))
+    }
+
+    fn prepare(
+        &self,
+        spec: PluginSpec,
+        component: Component,
+        content_hash: String,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let path = spec.wasm.display().to_string();
+        let link = |e: wasmtime::Error| LoadError::Link {
+            path: path.clone(),
+            reason: explain_link_error(&format!("{e:#}")),
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        let pre = PluginPre::new(instance_pre).map_err(link)?;
+        let concurrency = spec.limits.concurrency;
+        Ok(LoadedPlugin {
+            spec: Arc::new(spec),
+            content_hash,
+            loaded_at: SystemTime::now(),
+            pre,
+            permits: Arc::new(Semaphore::new(concurrency)),
+        })
+    }
+
+    /// Runs one delivery of `event` to `plugin`, in a fresh sandbox. Never fails: every
+    /// problem is an [`Outcome`].
+    pub async fn deliver(&self, plugin: &LoadedPlugin, event: &DeliveryEvent) -> Delivery {
+        let started = Instant::now();
+        // Both permits are released when this function returns.
+        let _plugin_permit = plugin.permits.acquire().await;
+        let _instance_permit = self.instances.acquire().await;
+
+        let spec = plugin.spec.clone();
+        let stdout = CappedOutput::new(MAX_CAPTURED_OUTPUT);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stdout.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = HostState {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            policy: HttpPolicy {
+                plugin: spec.name.as_str().into(),
+                allow: spec.capabilities.http.clone().into(),
+                timeout: spec.capabilities.http_timeout,
+                max_response_bytes: spec.capabilities.http_max_response_bytes,
+            },
+            limiter: MemoryLimiter {
+                max_memory_bytes: usize::try_from(spec.limits.memory_bytes).unwrap_or(usize::MAX),
+                max_table_elements: 100_000,
+                hit: false,
+            },
+            spec: spec.clone(),
+            kv: self.kv.clone(),
+            event_id: event.id.clone(),
+            logs: LogCollector::default(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = spec
+            .limits
+            .timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis()) as u64
+            + 1;
+        store.set_epoch_deadline(ticks);
+
+        let input = types::Event {
+            id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            payload: event.payload.clone(),
+            received_at_ms: u64::try_from(event.received_at_ms).unwrap_or(0),
+            attempt: event.attempt,
+        };
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            instance.call_handle(&mut store, &input).await
+        };
+        // The epoch stops CPU-bound code; this stops a plugin parked in a host call.
+        let grace = spec.limits.timeout + EPOCH_TICK * 5;
+        let result = tokio::time::timeout(grace, call).await;
+
+        let outcome = match result {
+            Err(_) => Outcome::Failed(
+                FailureKind::Timeout,
+                format!("no answer within {} ms", spec.limits.timeout.as_millis()),
+            ),
+            Ok(Ok(Ok(()))) => Outcome::Ok,
+            Ok(Ok(Err(types::HandleError::Retry(m)))) => Outcome::Retry(m),
+            Ok(Ok(Err(types::HandleError::GiveUp(m)))) => Outcome::GiveUp(m),
+            Ok(Err(e)) => classify(&e, store.data().limiter.hit, &spec),
+        };
+
+        let state = store.data_mut();
+        let captured = stdout.take();
+        if !captured.bytes.is_empty() {
+            for line in String::from_utf8_lossy(&captured.bytes).lines() {
+                state.record_log(crate::bindings::hookd::plugin::log::Level::Info, line);
+            }
+        }
+        if captured.dropped > 0 {
+            state.logs.dropped += 1;
+        }
+        let logs = std::mem::take(&mut state.logs);
+        if logs.dropped > 0 {
+            tracing::warn!(
+                plugin = %spec.name,
+                event_id = %event.id,
+                dropped = logs.dropped,
+                "plugin output over the per-delivery cap was dropped"
+            );
+        }
+        Delivery {
+            outcome,
+            duration: started.elapsed(),
+            logs: logs.lines,
+            logs_dropped: logs.dropped,
+        }
+    }
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn classify(e: &wasmtime::Error, memory_limit_hit: bool, spec: &PluginSpec) -> Outcome {
+    if memory_limit_hit {
+        return Outcome::Failed(
+            FailureKind::MemoryLimit,
+            format!(
+                "memory limit of {} MiB exceeded",
+                spec.limits.memory_bytes >> 20
+            ),
+        );
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Outcome::Failed(
+            FailureKind::Timeout,
+            format!(
+                "deadline of {} ms exceeded",
+                spec.limits.timeout.as_millis()
+            ),
+        ),
+        Some(trap) => Outcome::Failed(FailureKind::Trap, format!("trap: {trap}")),
+        None => {
+            let text = format!("{e:#}");
+            let kind = if text.contains("wasm trap") || text.contains("wasm backtrace") {
+                FailureKind::Trap
+            } else {
+                FailureKind::Host
+            };
+            Outcome::Failed(kind, first_line(&text))
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(500)
+        .collect()
+}
+
+/// Turns wasmtime's link errors into advice for a plugin author.
+fn explain_link_error(raw: &str) -> String {
+    if let Some(rest) = raw.split("import `").nth(1)
+        && let Some(name) = rest.split('`').next()
+    {
+        return format!(
+            "it imports `{name}`, which hookd does not provide. A plugin may import the \
+             hookd:plugin@0.1.0 interfaces (log, config, kv), WASI 0.2 (cli, io, clocks, random) \
+             and wasi:http outgoing-handler; rebuild it against hookd-sdk. ({raw})"
+        );
+    }
+    if raw.contains("handle") {
+        return format!(
+            "it does not export `handle: func(event) -> result<_, handle-error>` from \
+             hookd:plugin@0.1.0; export it with `hookd_sdk::export_plugin!`. ({raw})"
+        );
+    }
+    raw.to_owned()
+}

@@ -1,0 +1,273 @@
+//! Per-delivery host state: the WASI context, the HTTP policy, limits, and the `hookd:plugin`
+//! imports (log, config, kv).
+
+use std::sync::Arc;
+
+use hookd_config::PluginSpec;
+use tracing::{debug, error, info, trace, warn};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::bindings::hookd::plugin::{config, kv, log, types};
+use crate::http_policy::HttpPolicy;
+use crate::plugin::LogLine;
+
+/// Longest key a plugin may use in its key-value store.
+const MAX_KV_KEY_BYTES: usize = 1024;
+/// Most log text one delivery may send to the daemon's log; the rest is counted and dropped.
+pub(crate) const MAX_LOG_BYTES_PER_DELIVERY: usize = 256 * 1024;
+/// Longest single log message kept.
+const MAX_LOG_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// Why a key-value operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    #[error("storage failed: {0}")]
+    Storage(String),
+}
+
+/// Durable per-plugin key-value storage, provided by the daemon.
+#[async_trait::async_trait]
+pub trait KvStore: Send + Sync + 'static {
+    async fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    /// Stores `value`; refuses a new key when the plugin already has `max_keys` keys.
+    async fn set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: Vec<u8>,
+        max_keys: u64,
+    ) -> Result<(), KvError>;
+    async fn delete(&self, plugin: &str, key: &str) -> Result<(), KvError>;
+    /// Adds `delta` to the little-endian i64 at `key` (0 if absent) and returns the sum.
+    async fn increment(
+        &self,
+        plugin: &str,
+        key: &str,
+        delta: i64,
+        max_keys: u64,
+    ) -> Result<i64, KvError>;
+}
+
+/// No storage at all: every call fails as storage unavailable.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoKv;
+
+#[async_trait::async_trait]
+impl KvStore for NoKv {
+    async fn get(&self, _: &str, _: &str) -> Result<Option<Vec<u8>>, KvError> {
+        Err(KvError::Storage("no key-value store is configured".into()))
+    }
+    async fn set(&self, _: &str, _: &str, _: Vec<u8>, _: u64) -> Result<(), KvError> {
+        Err(KvError::Storage("no key-value store is configured".into()))
+    }
+    async fn delete(&self, _: &str, _: &str) -> Result<(), KvError> {
+        Err(KvError::Storage("no key-value store is configured".into()))
+    }
+    async fn increment(&self, _: &str, _: &str, _: i64, _: u64) -> Result<i64, KvError> {
+        Err(KvError::Storage("no key-value store is configured".into()))
+    }
+}
+
+/// Caps how much a plugin can allocate; remembers whether it tried to exceed the cap, so the
+/// failure can be reported as a memory-limit hit rather than a generic trap.
+pub(crate) struct MemoryLimiter {
+    pub max_memory_bytes: usize,
+    pub max_table_elements: usize,
+    pub hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory_bytes {
+            self.hit = true;
+            return Err(wasmtime::format_err!(
+                "memory limit of {} MiB exceeded",
+                self.max_memory_bytes >> 20
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.max_table_elements)
+    }
+}
+
+/// Log lines of one delivery, capped.
+#[derive(Default)]
+pub(crate) struct LogCollector {
+    pub lines: Vec<LogLine>,
+    pub bytes: usize,
+    pub dropped: u64,
+}
+
+pub(crate) struct HostState {
+    pub wasi: WasiCtx,
+    pub http: WasiHttpCtx,
+    pub table: ResourceTable,
+    pub policy: HttpPolicy,
+    pub limiter: MemoryLimiter,
+    pub spec: Arc<PluginSpec>,
+    pub kv: Arc<dyn KvStore>,
+    pub event_id: String,
+    pub logs: LogCollector,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.policy,
+        }
+    }
+}
+
+impl HostState {
+    pub fn record_log(&mut self, level: log::Level, message: &str) {
+        if self.logs.bytes >= MAX_LOG_BYTES_PER_DELIVERY {
+            self.logs.dropped += 1;
+            return;
+        }
+        let mut text = message;
+        if text.len() > MAX_LOG_MESSAGE_BYTES {
+            let mut cut = MAX_LOG_MESSAGE_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text = &text[..cut];
+        }
+        self.logs.bytes += text.len();
+        let plugin = self.spec.name.as_str();
+        let event_id = self.event_id.as_str();
+        match level {
+            log::Level::Trace => trace!(target: "plugin", plugin, event_id, "{text}"),
+            log::Level::Debug => debug!(target: "plugin", plugin, event_id, "{text}"),
+            log::Level::Info => info!(target: "plugin", plugin, event_id, "{text}"),
+            log::Level::Warn => warn!(target: "plugin", plugin, event_id, "{text}"),
+            log::Level::Error => error!(target: "plugin", plugin, event_id, "{text}"),
+        }
+        self.logs.lines.push(LogLine {
+            level: match level {
+                log::Level::Trace => "trace",
+                log::Level::Debug => "debug",
+                log::Level::Info => "info",
+                log::Level::Warn => "warn",
+                log::Level::Error => "error",
+            },
+            message: text.to_owned(),
+        });
+    }
+
+    fn kv_allowed(&self) -> Result<(), kv::Error> {
+        if self.spec.capabilities.kv {
+            Ok(())
+        } else {
+            Err(kv::Error::Denied)
+        }
+    }
+
+    fn check_key(key: &str) -> Result<(), kv::Error> {
+        if key.len() > MAX_KV_KEY_BYTES {
+            return Err(kv::Error::QuotaExceeded(format!(
+                "keys are limited to {MAX_KV_KEY_BYTES} bytes"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn kv_error(e: KvError) -> kv::Error {
+    match e {
+        KvError::QuotaExceeded(m) => kv::Error::QuotaExceeded(m),
+        KvError::Storage(m) => kv::Error::Storage(m),
+    }
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    async fn log(&mut self, level: log::Level, message: String) {
+        self.record_log(level, &message);
+    }
+}
+
+impl config::Host for HostState {
+    async fn get(&mut self, key: String) -> Option<String> {
+        self.spec.config.get(&key).cloned()
+    }
+
+    async fn keys(&mut self) -> Vec<String> {
+        self.spec.config.keys().cloned().collect()
+    }
+}
+
+impl kv::Host for HostState {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::Error> {
+        self.kv_allowed()?;
+        Self::check_key(&key)?;
+        self.kv.get(&self.spec.name, &key).await.map_err(kv_error)
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::Error> {
+        self.kv_allowed()?;
+        Self::check_key(&key)?;
+        let caps = &self.spec.capabilities;
+        if value.len() as u64 > caps.kv_max_value_bytes {
+            return Err(kv::Error::QuotaExceeded(format!(
+                "values are limited to {} bytes",
+                caps.kv_max_value_bytes
+            )));
+        }
+        self.kv
+            .set(&self.spec.name, &key, value, caps.kv_max_keys)
+            .await
+            .map_err(kv_error)
+    }
+
+    async fn delete(&mut self, key: String) -> Result<(), kv::Error> {
+        self.kv_allowed()?;
+        Self::check_key(&key)?;
+        self.kv
+            .delete(&self.spec.name, &key)
+            .await
+            .map_err(kv_error)
+    }
+
+    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, kv::Error> {
+        self.kv_allowed()?;
+        Self::check_key(&key)?;
+        self.kv
+            .increment(
+                &self.spec.name,
+                &key,
+                delta,
+                self.spec.capabilities.kv_max_keys,
+            )
+            .await
+            .map_err(kv_error)
+    }
+}
