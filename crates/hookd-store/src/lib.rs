@@ -28,6 +28,7 @@
 //! Dead letters are deliveries in state `dead`, with the last error kept. Events older than the
 //! dedup window are pruned once none of their deliveries is pending or dead.
 
+mod deliveries;
 mod error;
 mod metrics;
 mod reader;
@@ -37,8 +38,8 @@ mod writer;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -47,7 +48,10 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 pub use error::{IngestError, StoreError};
-pub use reader::{DeliveryCounts, StoreReader, StoredEvent};
+pub use deliveries::{
+    AttemptRecord, AttemptResult, DeadLetter, DueDelivery, KvOp, KvWriteResult, ReplaySelector,
+};
+pub use reader::{DeliveryCounts, StoreReader, StoredEvent, replay_dead_letters};
 
 use metrics::StoreMetrics;
 use writer::{Command, Writer};
@@ -96,7 +100,11 @@ pub struct Ingested {
 }
 
 struct Shared {
-    tx: Mutex<Option<SyncSender<Command>>>,
+    tx: Mutex<Option<Sender<Command>>>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    /// For key-value reads, which need no writer.
+    kv_reader: Mutex<Option<StoreReader>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     running: Arc<AtomicBool>,
     commits: Arc<AtomicU64>,
@@ -109,7 +117,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
-    tx: SyncSender<Command>,
+    tx: Sender<Command>,
 }
 
 impl Store {
@@ -117,9 +125,12 @@ impl Store {
     pub fn open(config: StoreConfig, registry: &mut Registry) -> Result<Store, StoreError> {
         let metrics = StoreMetrics::register(registry);
         let conn = schema::open_read_write(&config.dir)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(config.queue_capacity.max(1));
+        // Unbounded channel, bounded by `queued` for ingest: internal writes (delivery
+        // results, key-value) are never refused because a burst of webhooks filled the queue.
+        let (tx, rx) = std::sync::mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
         let commits = Arc::new(AtomicU64::new(0));
+        let queued = Arc::new(AtomicUsize::new(0));
         let writer = Writer::new(
             conn,
             rx,
@@ -127,6 +138,7 @@ impl Store {
             metrics.clone(),
             running.clone(),
             commits.clone(),
+            queued.clone(),
         );
         let thread = std::thread::Builder::new()
             .name("hookd-store-writer".into())
@@ -135,6 +147,9 @@ impl Store {
         Ok(Store {
             shared: Arc::new(Shared {
                 tx: Mutex::new(Some(tx.clone())),
+                queued,
+                capacity: config.queue_capacity.max(1),
+                kv_reader: Mutex::new(None),
                 thread: Mutex::new(Some(thread)),
                 running,
                 commits,
@@ -158,13 +173,17 @@ impl Store {
         if !self.shared.running.load(Ordering::Acquire) {
             return Err(IngestError::Closed);
         }
-        let (reply, answer) = oneshot::channel();
-        match self.tx.try_send(Command::Ingest { event, reply }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(IngestError::QueueFull),
-            Err(TrySendError::Disconnected(_)) => return Err(IngestError::Closed),
+        if self.shared.queued.fetch_add(1, Ordering::AcqRel) >= self.shared.capacity {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(IngestError::QueueFull);
         }
+        let (reply, answer) = oneshot::channel();
         self.shared.metrics.queue_depth.inc();
+        if self.tx.send(Command::Ingest { event, reply }).is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            self.shared.metrics.queue_depth.dec();
+            return Err(IngestError::Closed);
+        }
         Ok(async move {
             match answer.await {
                 Ok(result) => result,
@@ -210,14 +229,45 @@ impl Store {
     pub async fn prune(&self, now_ms: i64) -> Result<usize, IngestError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .try_send(Command::Prune { now_ms, reply })
-            .map_err(|e| match e {
-                TrySendError::Full(_) => IngestError::QueueFull,
-                TrySendError::Disconnected(_) => IngestError::Closed,
-            })?;
+            .send(Command::Prune { now_ms, reply })
+            .map_err(|_| IngestError::Closed)?;
         match answer.await {
             Ok(result) => result.map_err(|e| IngestError::Store(Arc::new(e))),
             Err(_) => Err(IngestError::Closed),
+        }
+    }
+
+    /// Records the results of delivery attempts; resolves once they are committed.
+    pub async fn record_attempts(&self, records: Vec<AttemptRecord>) -> Result<(), IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Record { records, reply })
+            .map_err(|_| IngestError::Closed)?;
+        answer.await.unwrap_or(Err(IngestError::Closed))
+    }
+
+    /// Applies a key-value write; resolves once it is committed.
+    pub async fn kv_write(&self, op: KvOp) -> Result<KvWriteResult, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Kv { op, reply })
+            .map_err(|_| IngestError::Closed)?;
+        answer.await.unwrap_or(Err(IngestError::Closed))
+    }
+
+    /// Reads one key of a plugin's key-value store (a blocking read of a few microseconds).
+    pub fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut guard = self
+            .shared
+            .kv_reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            *guard = Some(StoreReader::open(&self.shared.dir)?);
+        }
+        match guard.as_ref() {
+            Some(reader) => reader.kv_get(plugin, key),
+            None => Err(StoreError::Missing(self.shared.dir.clone())),
         }
     }
 
@@ -233,7 +283,7 @@ impl Store {
 
     /// Events waiting in the ingest queue.
     pub fn queue_len(&self) -> usize {
-        usize::try_from(self.shared.metrics.queue_depth.get()).unwrap_or(0)
+        self.shared.queued.load(Ordering::Acquire)
     }
 
     /// Transactions committed since the store opened.

@@ -5,7 +5,8 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
-use crate::schema::open_read_only;
+use crate::deliveries::{self, DeadLetter, DueDelivery, ReplaySelector};
+use crate::schema::{BUSY_TIMEOUT, db_path, open_read_only};
 
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +90,29 @@ impl StoreReader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Pending deliveries due at `now_ms` for the named plugins, oldest first.
+    pub fn due_deliveries(
+        &self,
+        now_ms: i64,
+        plugins: &[&str],
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        deliveries::due(&self.conn, now_ms, plugins, limit)
+    }
+
+    /// When the next pending delivery of the named plugins comes due.
+    pub fn next_due_at(&self, plugins: &[&str]) -> Result<Option<i64>, StoreError> {
+        deliveries::next_due_at(&self.conn, plugins)
+    }
+
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        deliveries::dead_letters(&self.conn, limit)
+    }
+
+    pub fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        deliveries::kv_get(&self.conn, plugin, key)
+    }
+
     /// Plugins with a delivery of event `id`, and each delivery's state.
     pub fn deliveries_of(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -103,4 +127,28 @@ impl StoreReader {
 /// SQLite counts are i64; they are never negative.
 fn count(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
     Ok(u64::try_from(row.get::<_, i64>(index)?).unwrap_or(0))
+}
+
+/// Moves dead letters back to pending (attempts reset), from outside the daemon: the CLI's
+/// `hookd dlq replay`. Safe while the daemon runs (SQLite serializes the writers). Returns how
+/// many deliveries were revived.
+pub fn replay_dead_letters(
+    dir: &Path,
+    selector: &ReplaySelector,
+    plugin: Option<&str>,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let path = db_path(dir);
+    if !path.exists() {
+        return Err(StoreError::Missing(path));
+    }
+    let mut conn = Connection::open(&path).map_err(|source| StoreError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT * 5)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let n = deliveries::replay(&tx, selector, plugin, now_ms)?;
+    tx.commit()?;
+    Ok(n)
 }

@@ -1,7 +1,7 @@
 //! The single writer thread: group commit, pruning, clean close.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,6 +9,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
+use crate::deliveries::{self, AttemptRecord, KvOp, KvWriteResult};
 use crate::metrics::StoreMetrics;
 use crate::{IngestError, Ingested, NewEvent, StoreConfig, StoreError};
 
@@ -21,6 +22,14 @@ pub(crate) enum Command {
     Ingest {
         event: NewEvent,
         reply: oneshot::Sender<Result<Ingested, IngestError>>,
+    },
+    Record {
+        records: Vec<AttemptRecord>,
+        reply: oneshot::Sender<Result<(), IngestError>>,
+    },
+    Kv {
+        op: KvOp,
+        reply: oneshot::Sender<Result<KvWriteResult, IngestError>>,
     },
     Prune {
         now_ms: i64,
@@ -36,9 +45,23 @@ pub(crate) struct Writer {
     metrics: StoreMetrics,
     running: Arc<AtomicBool>,
     commits: Arc<AtomicU64>,
+    /// Ingest requests in the queue; the handle refuses new ones beyond the capacity.
+    queued: Arc<AtomicUsize>,
 }
 
-type Pending = (NewEvent, oneshot::Sender<Result<Ingested, IngestError>>);
+/// One write waiting for the next group commit.
+pub(crate) enum Pending {
+    Ingest(NewEvent, oneshot::Sender<Result<Ingested, IngestError>>),
+    Record(Vec<AttemptRecord>, oneshot::Sender<Result<(), IngestError>>),
+    Kv(KvOp, oneshot::Sender<Result<KvWriteResult, IngestError>>),
+}
+
+/// What a write produced, answered once the commit returned.
+enum Done {
+    Ingested(Ingested),
+    Recorded,
+    Kv(KvWriteResult),
+}
 
 impl Writer {
     pub fn new(
@@ -48,6 +71,7 @@ impl Writer {
         metrics: StoreMetrics,
         running: Arc<AtomicBool>,
         commits: Arc<AtomicU64>,
+        queued: Arc<AtomicUsize>,
     ) -> Self {
         Self {
             conn,
@@ -56,6 +80,7 @@ impl Writer {
             metrics,
             running,
             commits,
+            queued,
         }
     }
 
@@ -80,7 +105,13 @@ impl Writer {
             // Take what is already queued, without waiting: that is the group.
             while let Some(command) = next.take() {
                 match command {
-                    Command::Ingest { event, reply } => batch.push((event, reply)),
+                    Command::Ingest { event, reply } => {
+                        self.queued.fetch_sub(1, Ordering::AcqRel);
+                        self.metrics.queue_depth.dec();
+                        batch.push(Pending::Ingest(event, reply));
+                    }
+                    Command::Record { records, reply } => batch.push(Pending::Record(records, reply)),
+                    Command::Kv { op, reply } => batch.push(Pending::Kv(op, reply)),
                     Command::Prune { now_ms, reply } => {
                         let _ = reply.send(self.prune(now_ms));
                     }
@@ -91,7 +122,6 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
-                self.metrics.queue_depth.dec_by(batch.len() as i64);
                 self.commit(&mut batch);
             }
         }
@@ -101,24 +131,35 @@ impl Writer {
 
     fn commit(&mut self, batch: &mut Vec<Pending>) {
         let started = Instant::now();
-        let result = write_events(&mut self.conn, batch.iter().map(|(e, _)| e));
+        let result = write_batch(&mut self.conn, batch);
         let elapsed = started.elapsed();
         match result {
             Ok(outcomes) => {
                 self.commits.fetch_add(1, Ordering::Relaxed);
                 self.metrics.commit_seconds.observe(elapsed.as_secs_f64());
                 self.metrics.batch_events.observe(batch.len() as f64);
-                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                for (pending, done) in batch.drain(..).zip(outcomes) {
+                    match (pending, done) {
+                        (Pending::Ingest(_, reply), Done::Ingested(i)) => drop(reply.send(Ok(i))),
+                        (Pending::Record(_, reply), Done::Recorded) => drop(reply.send(Ok(()))),
+                        (Pending::Kv(_, reply), Done::Kv(r)) => drop(reply.send(Ok(r))),
+                        // write_batch answers each pending write with its own kind.
+                        _ => {}
+                    }
                 }
             }
             Err(e) => {
                 self.metrics.commit_errors.inc();
-                error!(error = %e, events = batch.len(), disk_full = e.is_disk_full(),
-                    "commit failed; none of its events is acknowledged");
+                error!(error = %e, writes = batch.len(), disk_full = e.is_disk_full(),
+                    "commit failed; none of its writes is acknowledged");
                 let e = Arc::new(e);
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(IngestError::Store(e.clone())));
+                for pending in batch.drain(..) {
+                    let err = IngestError::Store(e.clone());
+                    match pending {
+                        Pending::Ingest(_, reply) => drop(reply.send(Err(err))),
+                        Pending::Record(_, reply) => drop(reply.send(Err(err))),
+                        Pending::Kv(_, reply) => drop(reply.send(Err(err))),
+                    }
                 }
             }
         }
@@ -166,13 +207,10 @@ impl Writer {
     }
 }
 
-/// Writes `events` in one transaction; the outcomes come back in order.
-fn write_events<'a>(
-    conn: &mut Connection,
-    events: impl Iterator<Item = &'a NewEvent>,
-) -> Result<Vec<Ingested>, StoreError> {
+/// Writes a whole batch in one transaction; the outcomes come back in order.
+fn write_batch(conn: &mut Connection, batch: &[Pending]) -> Result<Vec<Done>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::new();
+    let mut outcomes = Vec::with_capacity(batch.len());
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO events (id, type, payload, received_at_ms) VALUES (?1, ?2, ?3, ?4)
@@ -184,29 +222,39 @@ fn write_events<'a>(
                 (event_seq, plugin, state, attempts, next_attempt_at_ms, created_at_ms, updated_at_ms)
              VALUES (?1, ?2, 'pending', 0, ?3, ?3, ?3)",
         )?;
-        for event in events {
-            let inserted = insert.execute(params![
-                event.id,
-                event.event_type,
-                event.payload,
-                event.received_at_ms
-            ])?;
-            if inserted == 1 {
-                let seq = tx.last_insert_rowid();
-                for plugin in &event.deliveries {
-                    deliver.execute(params![seq, &**plugin, event.received_at_ms])?;
+        for pending in batch {
+            let done = match pending {
+                Pending::Ingest(event, _) => {
+                    let inserted = insert.execute(params![
+                        event.id,
+                        event.event_type,
+                        event.payload,
+                        event.received_at_ms
+                    ])?;
+                    if inserted == 1 {
+                        let seq = tx.last_insert_rowid();
+                        for plugin in &event.deliveries {
+                            deliver.execute(params![seq, &**plugin, event.received_at_ms])?;
+                        }
+                        Done::Ingested(Ingested {
+                            seq,
+                            duplicate: false,
+                        })
+                    } else {
+                        let seq = existing.query_row(params![event.id], |r| r.get(0))?;
+                        Done::Ingested(Ingested {
+                            seq,
+                            duplicate: true,
+                        })
+                    }
                 }
-                outcomes.push(Ingested {
-                    seq,
-                    duplicate: false,
-                });
-            } else {
-                let seq = existing.query_row(params![event.id], |r| r.get(0))?;
-                outcomes.push(Ingested {
-                    seq,
-                    duplicate: true,
-                });
-            }
+                Pending::Record(records, _) => {
+                    deliveries::record(&tx, records)?;
+                    Done::Recorded
+                }
+                Pending::Kv(op, _) => Done::Kv(deliveries::kv_write(&tx, op)?),
+            };
+            outcomes.push(done);
         }
     }
     tx.commit()?;

@@ -1,0 +1,256 @@
+//! The delivery queue: what is due, recording attempts, dead letters, replay; and the
+//! per-plugin key-value store.
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
+
+use crate::StoreError;
+
+/// A delivery that is due now, with its event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDelivery {
+    pub event_seq: i64,
+    pub plugin: String,
+    /// Attempts already made (0 for a first delivery).
+    pub attempts: u32,
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
+    pub received_at_ms: i64,
+}
+
+/// The result of one attempt, to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub event_seq: i64,
+    pub plugin: String,
+    pub result: AttemptResult,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptResult {
+    Done,
+    /// Try again at `next_attempt_at_ms`.
+    Retry { next_attempt_at_ms: i64, error: String },
+    /// Give up: a dead letter.
+    Dead { error: String },
+}
+
+/// A dead letter, for `hookd dlq list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub event_seq: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub plugin: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub received_at_ms: i64,
+    pub died_at_ms: i64,
+}
+
+/// Which dead letters to replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplaySelector {
+    All,
+    /// Every dead delivery of one event (by Protocol id).
+    Event(String),
+}
+
+/// Due pending deliveries for the named plugins, oldest first.
+pub(crate) fn due(
+    conn: &Connection,
+    now_ms: i64,
+    plugins: &[&str],
+    limit: usize,
+) -> Result<Vec<DueDelivery>, StoreError> {
+    if plugins.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; plugins.len()].join(",");
+    let sql = format!(
+        "SELECT d.event_seq, d.plugin, d.attempts, e.id, e.type, e.payload, e.received_at_ms
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE d.state = 'pending' AND d.next_attempt_at_ms <= ?1 AND d.plugin IN ({marks})
+         ORDER BY d.next_attempt_at_ms, d.event_seq
+         LIMIT {limit}"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut values: Vec<rusqlite::types::Value> = vec![now_ms.into()];
+    values.extend(plugins.iter().map(|p| rusqlite::types::Value::Text((*p).to_owned())));
+    let rows = stmt.query_map(params_from_iter(values), |r| {
+        Ok(DueDelivery {
+            event_seq: r.get(0)?,
+            plugin: r.get(1)?,
+            attempts: u32::try_from(r.get::<_, i64>(2)?).unwrap_or(u32::MAX),
+            event_id: r.get(3)?,
+            event_type: r.get(4)?,
+            payload: r.get(5)?,
+            received_at_ms: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The earliest `next_attempt_at_ms` among pending deliveries of the named plugins.
+pub(crate) fn next_due_at(conn: &Connection, plugins: &[&str]) -> Result<Option<i64>, StoreError> {
+    if plugins.is_empty() {
+        return Ok(None);
+    }
+    let marks = vec!["?"; plugins.len()].join(",");
+    let sql = format!(
+        "SELECT min(next_attempt_at_ms) FROM deliveries WHERE state = 'pending' AND plugin IN ({marks})"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params_from_iter(plugins.iter()), |r| r.get(0))?)
+}
+
+pub(crate) fn record(tx: &Transaction<'_>, records: &[AttemptRecord]) -> Result<(), StoreError> {
+    let mut done = tx.prepare_cached(
+        "UPDATE deliveries SET state = 'done', attempts = attempts + 1, last_error = NULL,
+         updated_at_ms = ?3 WHERE event_seq = ?1 AND plugin = ?2 AND state = 'pending'",
+    )?;
+    let mut retry = tx.prepare_cached(
+        "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at_ms = ?3, last_error = ?4,
+         updated_at_ms = ?5 WHERE event_seq = ?1 AND plugin = ?2 AND state = 'pending'",
+    )?;
+    let mut dead = tx.prepare_cached(
+        "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = ?3,
+         updated_at_ms = ?4 WHERE event_seq = ?1 AND plugin = ?2 AND state = 'pending'",
+    )?;
+    for r in records {
+        match &r.result {
+            AttemptResult::Done => {
+                done.execute(params![r.event_seq, r.plugin, r.at_ms])?;
+            }
+            AttemptResult::Retry {
+                next_attempt_at_ms,
+                error,
+            } => {
+                retry.execute(params![r.event_seq, r.plugin, next_attempt_at_ms, error, r.at_ms])?;
+            }
+            AttemptResult::Dead { error } => {
+                dead.execute(params![r.event_seq, r.plugin, error, r.at_ms])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn dead_letters(conn: &Connection, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.event_seq, e.id, e.type, d.plugin, d.attempts, coalesce(d.last_error, ''),
+                e.received_at_ms, d.updated_at_ms
+         FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE d.state = 'dead' ORDER BY d.updated_at_ms, d.event_seq LIMIT ?1",
+    )?;
+    let rows = stmt.query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+        Ok(DeadLetter {
+            event_seq: r.get(0)?,
+            event_id: r.get(1)?,
+            event_type: r.get(2)?,
+            plugin: r.get(3)?,
+            attempts: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
+            last_error: r.get(5)?,
+            received_at_ms: r.get(6)?,
+            died_at_ms: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Moves dead letters back to pending with a fresh attempt budget. Returns how many.
+pub(crate) fn replay(
+    tx: &Transaction<'_>,
+    selector: &ReplaySelector,
+    plugin: Option<&str>,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let base = "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at_ms = ?1,
+                updated_at_ms = ?1 WHERE state = 'dead' AND (?2 IS NULL OR plugin = ?2)";
+    Ok(match selector {
+        ReplaySelector::All => tx.execute(base, params![now_ms, plugin])?,
+        ReplaySelector::Event(id) => tx.execute(
+            &format!("{base} AND event_seq = (SELECT seq FROM events WHERE id = ?3)"),
+            params![now_ms, plugin, id],
+        )?,
+    })
+}
+
+pub(crate) fn kv_get(conn: &Connection, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM kv WHERE plugin = ?1 AND key = ?2")?
+        .query_row(params![plugin, key], |r| r.get(0))
+        .optional()?)
+}
+
+/// Whether `plugin` may add one more key.
+fn kv_has_room(tx: &Transaction<'_>, plugin: &str, key: &str, max_keys: u64) -> Result<bool, StoreError> {
+    if kv_get(tx, plugin, key)?.is_some() {
+        return Ok(true);
+    }
+    let count: i64 = tx
+        .prepare_cached("SELECT count(*) FROM kv WHERE plugin = ?1")?
+        .query_row(params![plugin], |r| r.get(0))?;
+    Ok(u64::try_from(count).unwrap_or(0) < max_keys)
+}
+
+/// The outcome of a key-value write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvWriteResult {
+    Stored,
+    /// For an increment: the new value.
+    Counter(i64),
+    QuotaExceeded,
+}
+
+pub(crate) fn kv_write(tx: &Transaction<'_>, op: &KvOp) -> Result<KvWriteResult, StoreError> {
+    match op {
+        KvOp::Set { plugin, key, value, max_keys } => {
+            if !kv_has_room(tx, plugin, key, *max_keys)? {
+                return Ok(KvWriteResult::QuotaExceeded);
+            }
+            tx.prepare_cached(
+                "INSERT INTO kv (plugin, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![plugin, key, value])?;
+            Ok(KvWriteResult::Stored)
+        }
+        KvOp::Delete { plugin, key } => {
+            tx.prepare_cached("DELETE FROM kv WHERE plugin = ?1 AND key = ?2")?
+                .execute(params![plugin, key])?;
+            Ok(KvWriteResult::Stored)
+        }
+        KvOp::Increment { plugin, key, delta, max_keys } => {
+            let current = match kv_get(tx, plugin, key)? {
+                Some(bytes) => match <[u8; 8]>::try_from(bytes.as_slice()) {
+                    Ok(b) => i64::from_le_bytes(b),
+                    Err(_) => 0,
+                },
+                None => {
+                    if !kv_has_room(tx, plugin, key, *max_keys)? {
+                        return Ok(KvWriteResult::QuotaExceeded);
+                    }
+                    0
+                }
+            };
+            let next = current.wrapping_add(*delta);
+            tx.prepare_cached(
+                "INSERT INTO kv (plugin, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![plugin, key, next.to_le_bytes().to_vec()])?;
+            Ok(KvWriteResult::Counter(next))
+        }
+    }
+}
+
+/// A key-value write, applied by the writer thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvOp {
+    Set { plugin: String, key: String, value: Vec<u8>, max_keys: u64 },
+    Delete { plugin: String, key: String },
+    Increment { plugin: String, key: String, delta: i64, max_keys: u64 },
+}
