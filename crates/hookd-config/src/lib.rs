@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors, Location};
+pub use plugin::{Capabilities, Limits, Origin, PluginSpec, RetryPolicy};
 pub use raw::{
     AdminSection, LogFormat, LogSection, PluginsSection, RawConfig, ServerSection, StoreSection,
     VerifySection,
 };
-pub use plugin::{Capabilities, Limits, Origin, PluginSpec, RetryPolicy};
 pub use secrets::SecretSource;
 
 use hookd_core::Secret;
@@ -71,9 +71,15 @@ pub struct StoreConfig {
     pub max_batch: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginsConfig {
     pub dir: PathBuf,
+    pub max_instances: u32,
+    pub max_memory_bytes: u64,
+    pub pooling: bool,
+    /// Plugins declared in the main config (`[[plugin]]`); they take precedence over a
+    /// `NAME.toml` of the same name in the folder.
+    pub declared: Vec<PluginSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -224,20 +224,30 @@ pub fn validate_plugin(
     plugin_dir: &Path,
 ) -> Result<PluginSpec, Vec<ConfigError>> {
     let mut errors = Vec::new();
-    let at = |errors: &mut Vec<ConfigError>, key: &str, span: std::ops::Range<usize>, msg: String| {
-        let location = if span.is_empty() {
-            Location::file(source)
-        } else {
-            Location::span(Some(source), text, span)
+    let at =
+        |errors: &mut Vec<ConfigError>, key: &str, span: std::ops::Range<usize>, msg: String| {
+            let location = if span.is_empty() {
+                Location::file(source)
+            } else {
+                Location::span(Some(source), text, span)
+            };
+            errors.push(ConfigError::new(
+                location,
+                format!("{key_prefix}{key}"),
+                msg,
+            ));
         };
-        errors.push(ConfigError::new(location, format!("{key_prefix}{key}"), msg));
-    };
 
     let name = match (name, &raw.name) {
         (Some(n), _) => n.to_owned(),
         (None, Some(n)) => n.get_ref().clone(),
         (None, None) => {
-            at(&mut errors, "name", 0..0, "a plugin declared in the main config needs a `name`".into());
+            at(
+                &mut errors,
+                "name",
+                0..0,
+                "a plugin declared in the main config needs a `name`".into(),
+            );
             String::new()
         }
     };
@@ -268,12 +278,17 @@ pub fn validate_plugin(
     for (i, pattern) in raw.events.get_ref().iter().enumerate() {
         match EventPattern::parse(pattern.get_ref()) {
             Ok(p) => events.push(p),
-            Err(e) => at(&mut errors, &format!("events[{i}]"), pattern.span(), e.to_string()),
+            Err(e) => at(
+                &mut errors,
+                &format!("events[{i}]"),
+                pattern.span(),
+                e.to_string(),
+            ),
         }
     }
 
-    let mut bounded = |key: &str, value: &Option<Spanned<u64>>, default: u64, min: u64, max: u64| {
-        match value {
+    let mut bounded =
+        |key: &str, value: &Option<Spanned<u64>>, default: u64, min: u64, max: u64| match value {
             Some(v) if *v.get_ref() < min || *v.get_ref() > max => {
                 at(
                     &mut errors,
@@ -285,8 +300,7 @@ pub fn validate_plugin(
             }
             Some(v) => *v.get_ref(),
             None => default,
-        }
-    };
+        };
     let d = Limits::default();
     let limits = Limits {
         timeout: Duration::from_millis(bounded(
@@ -296,15 +310,30 @@ pub fn validate_plugin(
             1,
             600_000,
         )),
-        memory_bytes: bounded("limits.memory_mb", &raw.limits.memory_mb, d.memory_bytes >> 20, 1, 4096)
-            << 20,
-        concurrency: bounded("limits.concurrency", &raw.limits.concurrency, d.concurrency as u64, 1, 1024)
-            as usize,
+        memory_bytes: bounded(
+            "limits.memory_mb",
+            &raw.limits.memory_mb,
+            d.memory_bytes >> 20,
+            1,
+            4096,
+        ) << 20,
+        concurrency: bounded(
+            "limits.concurrency",
+            &raw.limits.concurrency,
+            d.concurrency as u64,
+            1,
+            1024,
+        ) as usize,
     };
     let r = RetryPolicy::default();
     let retry = RetryPolicy {
-        max_attempts: bounded("retry.max_attempts", &raw.retry.max_attempts, r.max_attempts.into(), 1, 1000)
-            as u32,
+        max_attempts: bounded(
+            "retry.max_attempts",
+            &raw.retry.max_attempts,
+            r.max_attempts.into(),
+            1,
+            1000,
+        ) as u32,
         initial_backoff: Duration::from_millis(bounded(
             "retry.initial_backoff_ms",
             &raw.retry.initial_backoff_ms,
@@ -329,7 +358,13 @@ pub fn validate_plugin(
     };
     let c = Capabilities::default();
     let caps = &raw.capabilities;
-    let kv_max_keys = bounded("capabilities.kv_max_keys", &caps.kv_max_keys, c.kv_max_keys, 1, 10_000_000);
+    let kv_max_keys = bounded(
+        "capabilities.kv_max_keys",
+        &caps.kv_max_keys,
+        c.kv_max_keys,
+        1,
+        10_000_000,
+    );
     let kv_max_value_bytes = bounded(
         "capabilities.kv_max_value_bytes",
         &caps.kv_max_value_bytes,
@@ -352,7 +387,11 @@ pub fn validate_plugin(
         256 << 20,
     );
     if retry.initial_backoff > retry.max_backoff {
-        let span = raw.retry.initial_backoff_ms.as_ref().map_or(0..0, Spanned::span);
+        let span = raw
+            .retry
+            .initial_backoff_ms
+            .as_ref()
+            .map_or(0..0, Spanned::span);
         at(
             &mut errors,
             "retry.initial_backoff_ms",
@@ -364,7 +403,12 @@ pub fn validate_plugin(
     for (i, origin) in caps.http.iter().enumerate() {
         match Origin::parse(origin.get_ref()) {
             Ok(o) => http.push(o),
-            Err(e) => at(&mut errors, &format!("capabilities.http[{i}]"), origin.span(), e),
+            Err(e) => at(
+                &mut errors,
+                &format!("capabilities.http[{i}]"),
+                origin.span(),
+                e,
+            ),
         }
     }
     let mut config = BTreeMap::new();
@@ -432,10 +476,15 @@ pub fn load_sidecar(toml_path: &Path, wasm: &Path) -> Result<PluginSpec, ConfigE
         ))
     })?;
     let raw: RawPlugin = toml::from_str(&text).map_err(|e| {
-        let location = e
-            .span()
-            .map_or_else(|| Location::file(toml_path), |s| Location::span(Some(toml_path), &text, s));
-        ConfigErrors::single(ConfigError::new(location, "", e.message().trim().to_owned()))
+        let location = e.span().map_or_else(
+            || Location::file(toml_path),
+            |s| Location::span(Some(toml_path), &text, s),
+        );
+        ConfigErrors::single(ConfigError::new(
+            location,
+            "",
+            e.message().trim().to_owned(),
+        ))
     })?;
     let dir = toml_path.parent().unwrap_or(Path::new("."));
     let mut errors = Vec::new();
@@ -453,7 +502,15 @@ pub fn load_sidecar(toml_path: &Path, wasm: &Path) -> Result<PluginSpec, ConfigE
             "`name` and `wasm` come from the file names in a plugin folder; remove them".to_owned(),
         ));
     }
-    match validate_plugin(&raw, &text, toml_path, "", Some(&name), Some(wasm.to_owned()), dir) {
+    match validate_plugin(
+        &raw,
+        &text,
+        toml_path,
+        "",
+        Some(&name),
+        Some(wasm.to_owned()),
+        dir,
+    ) {
         Ok(spec) if errors.is_empty() => Ok(spec),
         Ok(_) => Err(ConfigErrors(errors)),
         Err(mut more) => {
@@ -486,7 +543,14 @@ mod tests {
         assert!(local.allows("http", "127.0.0.1", 8080));
         assert!(!local.allows("http", "127.0.0.1", 8081));
 
-        for bad in ["api.example.com", "ftp://x", "https://a/b", "https://*", "https://a.*.com", "https://u@h"] {
+        for bad in [
+            "api.example.com",
+            "ftp://x",
+            "https://a/b",
+            "https://*",
+            "https://a.*.com",
+            "https://u@h",
+        ] {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }
     }

@@ -28,6 +28,9 @@ pub struct RawConfig {
     pub plugins: PluginsSection,
     #[serde(default)]
     pub log: LogSection,
+    /// Plugins declared here rather than by a `NAME.toml` in the plugin folder.
+    #[serde(default)]
+    pub plugin: Vec<crate::plugin::RawPlugin>,
 }
 
 /// `[server]`: the ingest listener.
@@ -102,17 +105,27 @@ impl Default for StoreSection {
     }
 }
 
-/// `[plugins]`: where plugins live.
+/// `[plugins]`: where plugins live and how many may run at once.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginsSection {
     pub dir: Spanned<String>,
+    /// Plugin instances alive at once, across all plugins (the pooling allocator's size).
+    pub max_instances: Spanned<u64>,
+    /// Upper bound for any plugin's `limits.memory_mb`.
+    pub max_memory_mb: Spanned<u64>,
+    /// Pre-allocate instance slots (fast instantiation); off trades speed for less reserved
+    /// address space.
+    pub pooling: bool,
 }
 
 impl Default for PluginsSection {
     fn default() -> Self {
         Self {
             dir: unspanned("/etc/hookd/plugins".to_owned()),
+            max_instances: unspanned(128),
+            max_memory_mb: unspanned(256),
+            pooling: true,
         }
     }
 }
@@ -299,8 +312,57 @@ impl RawConfig {
             queue_capacity: p.bounded("store.queue_capacity", &st.queue_capacity, 1, 1 << 20),
             max_batch: p.bounded("store.max_batch", &st.max_batch, 1, 1 << 16),
         };
+        let plugin_dir = dir(&mut p, "plugins.dir", &self.plugins.dir, &base);
+        let max_memory_mb = p.bounded(
+            "plugins.max_memory_mb",
+            &self.plugins.max_memory_mb,
+            1,
+            4096,
+        ) as u64;
+        let max_instances = p.bounded(
+            "plugins.max_instances",
+            &self.plugins.max_instances,
+            1,
+            10_000,
+        ) as u32;
+        let mut declared: Vec<crate::PluginSpec> = Vec::new();
+        let source = path.map_or_else(|| std::path::PathBuf::from("config"), Path::to_owned);
+        for (i, raw) in self.plugin.iter().enumerate() {
+            match crate::plugin::validate_plugin(
+                raw,
+                text,
+                &source,
+                &format!("plugin[{i}]."),
+                None,
+                None,
+                &plugin_dir,
+            ) {
+                Ok(spec) => {
+                    if spec.limits.memory_bytes > max_memory_mb << 20 {
+                        p.errors.push(ConfigError::new(
+                            Location::file(&source),
+                            format!("plugin[{i}].limits.memory_mb"),
+                            format!("exceeds `plugins.max_memory_mb` ({max_memory_mb})"),
+                        ));
+                    }
+                    if declared.iter().any(|d| d.name == spec.name) {
+                        p.errors.push(ConfigError::new(
+                            Location::file(&source),
+                            format!("plugin[{i}].name"),
+                            format!("plugin `{}` is declared twice", spec.name),
+                        ));
+                    }
+                    declared.push(spec);
+                }
+                Err(mut errors) => p.errors.append(&mut errors),
+            }
+        }
         let plugins = PluginsConfig {
-            dir: dir(&mut p, "plugins.dir", &self.plugins.dir, &base),
+            dir: plugin_dir,
+            max_instances,
+            max_memory_bytes: max_memory_mb << 20,
+            pooling: self.plugins.pooling,
+            declared,
         };
         let log = LogConfig {
             format: self.log.format,

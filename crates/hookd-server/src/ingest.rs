@@ -37,6 +37,8 @@ pub struct IngestState {
     pub store: Store,
     pub subscriptions: Arc<dyn Subscriptions>,
     pub metrics: IngestMetrics,
+    /// Woken after an event with deliveries is stored, so the dispatcher starts at once.
+    pub dispatch_wake: Arc<tokio::sync::Notify>,
 }
 
 /// The ingest listener's only route: `POST {path}`; any other method there is a 405, any other
@@ -207,7 +209,9 @@ impl IngestState {
                 self.metrics.events_received.inc();
                 if ingested.duplicate {
                     self.metrics.events_duplicate.inc();
-                } else if !routed {
+                } else if routed {
+                    self.dispatch_wake.notify_one();
+                } else {
                     self.metrics.events_unrouted.inc();
                 }
                 self.metrics

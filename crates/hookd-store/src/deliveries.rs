@@ -31,9 +31,14 @@ pub struct AttemptRecord {
 pub enum AttemptResult {
     Done,
     /// Try again at `next_attempt_at_ms`.
-    Retry { next_attempt_at_ms: i64, error: String },
+    Retry {
+        next_attempt_at_ms: i64,
+        error: String,
+    },
     /// Give up: a dead letter.
-    Dead { error: String },
+    Dead {
+        error: String,
+    },
 }
 
 /// A dead letter, for `hookd dlq list`.
@@ -77,7 +82,11 @@ pub(crate) fn due(
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut values: Vec<rusqlite::types::Value> = vec![now_ms.into()];
-    values.extend(plugins.iter().map(|p| rusqlite::types::Value::Text((*p).to_owned())));
+    values.extend(
+        plugins
+            .iter()
+            .map(|p| rusqlite::types::Value::Text((*p).to_owned())),
+    );
     let rows = stmt.query_map(params_from_iter(values), |r| {
         Ok(DueDelivery {
             event_seq: r.get(0)?,
@@ -128,7 +137,13 @@ pub(crate) fn record(tx: &Transaction<'_>, records: &[AttemptRecord]) -> Result<
                 next_attempt_at_ms,
                 error,
             } => {
-                retry.execute(params![r.event_seq, r.plugin, next_attempt_at_ms, error, r.at_ms])?;
+                retry.execute(params![
+                    r.event_seq,
+                    r.plugin,
+                    next_attempt_at_ms,
+                    error,
+                    r.at_ms
+                ])?;
             }
             AttemptResult::Dead { error } => {
                 dead.execute(params![r.event_seq, r.plugin, error, r.at_ms])?;
@@ -178,7 +193,11 @@ pub(crate) fn replay(
     })
 }
 
-pub(crate) fn kv_get(conn: &Connection, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+pub(crate) fn kv_get(
+    conn: &Connection,
+    plugin: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT value FROM kv WHERE plugin = ?1 AND key = ?2")?
         .query_row(params![plugin, key], |r| r.get(0))
@@ -186,7 +205,12 @@ pub(crate) fn kv_get(conn: &Connection, plugin: &str, key: &str) -> Result<Optio
 }
 
 /// Whether `plugin` may add one more key.
-fn kv_has_room(tx: &Transaction<'_>, plugin: &str, key: &str, max_keys: u64) -> Result<bool, StoreError> {
+fn kv_has_room(
+    tx: &Transaction<'_>,
+    plugin: &str,
+    key: &str,
+    max_keys: u64,
+) -> Result<bool, StoreError> {
     if kv_get(tx, plugin, key)?.is_some() {
         return Ok(true);
     }
@@ -207,7 +231,12 @@ pub enum KvWriteResult {
 
 pub(crate) fn kv_write(tx: &Transaction<'_>, op: &KvOp) -> Result<KvWriteResult, StoreError> {
     match op {
-        KvOp::Set { plugin, key, value, max_keys } => {
+        KvOp::Set {
+            plugin,
+            key,
+            value,
+            max_keys,
+        } => {
             if !kv_has_room(tx, plugin, key, *max_keys)? {
                 return Ok(KvWriteResult::QuotaExceeded);
             }
@@ -223,7 +252,12 @@ pub(crate) fn kv_write(tx: &Transaction<'_>, op: &KvOp) -> Result<KvWriteResult,
                 .execute(params![plugin, key])?;
             Ok(KvWriteResult::Stored)
         }
-        KvOp::Increment { plugin, key, delta, max_keys } => {
+        KvOp::Increment {
+            plugin,
+            key,
+            delta,
+            max_keys,
+        } => {
             let current = match kv_get(tx, plugin, key)? {
                 Some(bytes) => match <[u8; 8]>::try_from(bytes.as_slice()) {
                     Ok(b) => i64::from_le_bytes(b),
@@ -250,7 +284,20 @@ pub(crate) fn kv_write(tx: &Transaction<'_>, op: &KvOp) -> Result<KvWriteResult,
 /// A key-value write, applied by the writer thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvOp {
-    Set { plugin: String, key: String, value: Vec<u8>, max_keys: u64 },
-    Delete { plugin: String, key: String },
-    Increment { plugin: String, key: String, delta: i64, max_keys: u64 },
+    Set {
+        plugin: String,
+        key: String,
+        value: Vec<u8>,
+        max_keys: u64,
+    },
+    Delete {
+        plugin: String,
+        key: String,
+    },
+    Increment {
+        plugin: String,
+        key: String,
+        delta: i64,
+        max_keys: u64,
+    },
 }

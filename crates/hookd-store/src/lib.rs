@@ -47,10 +47,10 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
-pub use error::{IngestError, StoreError};
 pub use deliveries::{
     AttemptRecord, AttemptResult, DeadLetter, DueDelivery, KvOp, KvWriteResult, ReplaySelector,
 };
+pub use error::{IngestError, StoreError};
 pub use reader::{DeliveryCounts, StoreReader, StoredEvent, replay_dead_letters};
 
 use metrics::StoreMetrics;

@@ -110,7 +110,9 @@ impl Writer {
                         self.metrics.queue_depth.dec();
                         batch.push(Pending::Ingest(event, reply));
                     }
-                    Command::Record { records, reply } => batch.push(Pending::Record(records, reply)),
+                    Command::Record { records, reply } => {
+                        batch.push(Pending::Record(records, reply))
+                    }
                     Command::Kv { op, reply } => batch.push(Pending::Kv(op, reply)),
                     Command::Prune { now_ms, reply } => {
                         let _ = reply.send(self.prune(now_ms));

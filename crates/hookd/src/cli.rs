@@ -32,6 +32,59 @@ pub enum Command {
     Sign(SignArgs),
     /// Sign a body and POST it to a running hookd; print the answer.
     Send(SendArgs),
+    /// Run one plugin once on one event, locally, and print the outcome and its logs.
+    RunPlugin(RunPluginArgs),
+    /// Dead letters: deliveries that failed for good.
+    Dlq(DlqArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunPluginArgs {
+    /// The plugin component (`NAME.wasm`).
+    pub wasm: PathBuf,
+    /// The event file (a Protocol webhook body, e.g. examples/events/message.created.json).
+    #[arg(long)]
+    pub event: PathBuf,
+    /// The plugin's manifest, for its config, capabilities and limits (default: `NAME.toml`
+    /// beside the component if there is one, else no capabilities and default limits).
+    #[arg(long)]
+    pub plugin_config: Option<PathBuf>,
+    /// The attempt number the plugin sees.
+    #[arg(long, default_value_t = 1)]
+    pub attempt: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    /// The configuration file (for the store's location).
+    #[arg(long, short, default_value = "/etc/hookd/hookd.toml", global = true)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: DlqCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make dead letters pending again, with a fresh attempt budget.
+    Replay {
+        /// The event id whose dead deliveries to replay.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
+        /// Only the deliveries of this plugin.
+        #[arg(long)]
+        plugin: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -150,7 +203,11 @@ pub fn check(args: CheckArgs) -> ExitCode {
             println!("  secrets: {}", config.secrets.len());
             println!("  store:   {}", config.store.dir.display());
             println!("  plugins: {}", config.plugins.dir.display());
-            ExitCode::SUCCESS
+            if crate::tools::check_plugins(&config) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(errors) => report_config_errors(&errors),
     }

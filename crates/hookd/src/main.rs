@@ -1,9 +1,13 @@
 //! `hookd`: the daemon (`serve`) and the operator's tools (`check`, `sign`, `send`).
 
 mod cli;
+mod dispatch;
+mod kv;
 mod logging;
+mod plugins;
 mod send;
 mod serve;
+mod tools;
 
 use std::process::ExitCode;
 
@@ -16,5 +20,7 @@ fn main() -> ExitCode {
         cli::Command::Check(args) => cli::check(args),
         cli::Command::Sign(args) => cli::sign(args),
         cli::Command::Send(args) => send::run(args),
+        cli::Command::RunPlugin(args) => tools::run_plugin(args),
+        cli::Command::Dlq(args) => tools::dlq(args),
     }
 }

@@ -10,9 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use hookd_config::Config;
 use hookd_core::Verifier;
-use hookd_server::{
-    AdminState, IngestLimits, IngestMetrics, IngestState, ListenerSettings, NoSubscriptions,
-};
+use hookd_host::{HostSettings, PluginHost};
+use hookd_server::{AdminState, IngestLimits, IngestMetrics, IngestState, ListenerSettings};
 use hookd_store::Store;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -20,6 +19,9 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::cli::{ServeArgs, report_config_errors};
+use crate::dispatch::{DeliveryMetrics, Dispatcher};
+use crate::kv::StoreKv;
+use crate::plugins::PluginRegistry;
 
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -68,6 +70,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .with_context(|| format!("cannot open the store in `{}`", config.store.dir.display()))?;
     info!(dir = %config.store.dir.display(), "store open");
 
+    let host = Arc::new(
+        PluginHost::new(
+            HostSettings {
+                pooling: config.plugins.pooling,
+                max_instances: config.plugins.max_instances,
+                max_memory_bytes: config.plugins.max_memory_bytes,
+            },
+            Arc::new(StoreKv(store.clone())),
+        )
+        .context("cannot start the plugin host")?,
+    );
+    let (specs, mut problems) = crate::plugins::discover(&config);
+    let (loaded, compile_problems) = crate::plugins::compile_all(&host, specs).await;
+    problems.extend(compile_problems);
+    for p in &problems {
+        error!(plugin = %p.plugin, problem = %p.message, "plugin not loaded");
+    }
+    for p in &loaded {
+        let events: Vec<&str> = p.spec.events.iter().map(|e| e.as_str()).collect();
+        info!(plugin = %p.spec.name, content_hash = %p.content_hash, events = ?events, "plugin loaded");
+    }
+    let plugin_registry = Arc::new(PluginRegistry::new(loaded));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let delivery_metrics = DeliveryMetrics::register(&mut registry);
+
     let ingest_metrics = IngestMetrics::register(&mut registry);
     let verifier = Verifier::new(&config.secrets).context("no webhook secret is configured")?;
     let ingest = Arc::new(IngestState {
@@ -80,8 +107,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
         verifier,
         store: store.clone(),
-        subscriptions: Arc::new(NoSubscriptions),
+        subscriptions: plugin_registry.clone(),
         metrics: ingest_metrics,
+        dispatch_wake: wake.clone(),
     });
 
     let ingest_listener = bind(config.server.listen, "ingest").await?;
@@ -125,6 +153,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ))
     });
 
+    let dispatcher = Dispatcher {
+        store: store.clone(),
+        reader: Arc::new(std::sync::Mutex::new(
+            store
+                .reader()
+                .context("cannot open a reader on the store")?,
+        )),
+        host: host.clone(),
+        registry: plugin_registry.clone(),
+        wake,
+        metrics: delivery_metrics,
+        max_in_flight: config.plugins.max_instances as usize,
+    };
+    let dispatch_task = tokio::spawn(dispatcher.run(stop_rx.clone(), SHUTDOWN_GRACE));
+
     ready.store(true, Ordering::Release);
     info!(version = env!("CARGO_PKG_VERSION"), "hookd ready");
 
@@ -139,6 +182,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(task) = admin_task {
         let _ = task.await;
     }
+    let _ = dispatch_task.await;
     let store_for_close = store.clone();
     tokio::task::spawn_blocking(move || store_for_close.close())
         .await

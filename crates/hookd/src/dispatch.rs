@@ -1,0 +1,408 @@
+//! The dispatcher: takes due deliveries from the store, runs them in the plugin host, records
+//! each outcome (done, retry with backoff, dead letter).
+//!
+//! At least once: a delivery stays `pending` in the store until its outcome is committed, so a
+//! crash at any moment leaves it to be run again at the next start. An attempt cut short by a
+//! crash is not counted.
+//!
+//! Ordering: deliveries are started oldest-due first, but run concurrently (up to each
+//! plugin's `concurrency`), so a plugin may see events out of order, and a retried event after
+//! newer ones. Events are never ordered across plugins.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hookd_config::RetryPolicy;
+use hookd_host::{DeliveryEvent, LoadedPlugin, Outcome, PluginHost};
+use hookd_store::{AttemptRecord, AttemptResult, DueDelivery, Store, StoreReader};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use rand::Rng as _;
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+use crate::plugins::PluginRegistry;
+
+/// How many due deliveries one poll of the store reads, at most.
+const POLL_BATCH: usize = 512;
+/// The longest the dispatcher sleeps without looking at the store (retries coming due,
+/// dead letters replayed from the CLI).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginOutcome {
+    plugin: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: String,
+}
+
+/// Delivery metrics.
+#[derive(Clone)]
+pub struct DeliveryMetrics {
+    deliveries: Family<PluginOutcome, Counter>,
+    duration: Family<PluginLabel, Histogram>,
+    retries: Family<PluginLabel, Counter>,
+    dead: Family<PluginLabel, Counter>,
+    pending: Family<PluginLabel, Gauge>,
+}
+
+impl DeliveryMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            deliveries: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+            }),
+            retries: Family::default(),
+            dead: Family::default(),
+            pending: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("hookd");
+        r.register(
+            "deliveries",
+            "Delivery attempts, by plugin and outcome",
+            m.deliveries.clone(),
+        );
+        r.register(
+            "plugin_duration_seconds",
+            "Time one delivery attempt took, instantiation included",
+            m.duration.clone(),
+        );
+        r.register(
+            "delivery_retries",
+            "Attempts that will be retried",
+            m.retries.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Deliveries moved to the dead letters",
+            m.dead.clone(),
+        );
+        r.register(
+            "deliveries_pending",
+            "Deliveries waiting (due or backing off), by plugin",
+            m.pending.clone(),
+        );
+        m
+    }
+}
+
+/// What the dispatcher needs.
+pub struct Dispatcher {
+    pub store: Store,
+    pub reader: Arc<Mutex<StoreReader>>,
+    pub host: Arc<PluginHost>,
+    pub registry: Arc<PluginRegistry>,
+    pub wake: Arc<Notify>,
+    pub metrics: DeliveryMetrics,
+    /// Most deliveries running at once, across plugins.
+    pub max_in_flight: usize,
+}
+
+type Key = (i64, String);
+
+impl Dispatcher {
+    /// Runs until `stop` turns true; then waits (up to `grace`) for running deliveries and
+    /// their records, so finished work is not redone after a restart.
+    pub async fn run(self, mut stop: watch::Receiver<bool>, grace: Duration) {
+        let in_flight: Arc<Mutex<HashSet<Key>>> = Arc::default();
+        let (record_tx, record_rx) = mpsc::unbounded_channel::<(Key, AttemptRecord)>();
+        let recorder = tokio::spawn(record_loop(
+            self.store.clone(),
+            record_rx,
+            in_flight.clone(),
+        ));
+        let mut last_gauge = std::time::Instant::now() - Duration::from_secs(60);
+
+        while !*stop.borrow() {
+            if last_gauge.elapsed() >= Duration::from_secs(5) {
+                last_gauge = std::time::Instant::now();
+                self.refresh_pending_gauge().await;
+            }
+            let running = lock(&in_flight).len();
+            let room = self.max_in_flight.saturating_sub(running);
+            let mut started = 0;
+            if room > 0 {
+                let due = self.due(running + room.min(POLL_BATCH)).await;
+                for d in due {
+                    if started >= room {
+                        break;
+                    }
+                    // A plugin removed since the query: its deliveries wait, paused.
+                    let Some(plugin) = self.registry.get(&d.plugin) else {
+                        continue;
+                    };
+                    let key = (d.event_seq, d.plugin.clone());
+                    if !lock(&in_flight).insert(key.clone()) {
+                        continue;
+                    }
+                    started += 1;
+                    self.start(d, plugin, key, record_tx.clone());
+                }
+            }
+            if started == 0 {
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = stop.changed() => {}
+                }
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+
+        drop(record_tx);
+        let waited = tokio::time::timeout(grace, async {
+            while !lock(&in_flight).is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            warn!(
+                running = lock(&in_flight).len(),
+                "stopping with deliveries still running; they stay pending and run again at start"
+            );
+        }
+        recorder.abort();
+    }
+
+    async fn due(&self, limit: usize) -> Vec<DueDelivery> {
+        let names: Vec<String> = self.registry.snapshot().keys().cloned().collect();
+        let reader = self.reader.clone();
+        let now = now_ms();
+        let result = tokio::task::spawn_blocking(move || {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            lock(&reader).due_deliveries(now, &names, limit)
+        })
+        .await;
+        match result {
+            Ok(Ok(due)) => due,
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot read due deliveries; will try again");
+                Vec::new()
+            }
+            Err(e) => {
+                warn!(error = %e, "the due-deliveries task failed");
+                Vec::new()
+            }
+        }
+    }
+
+    fn start(
+        &self,
+        due: DueDelivery,
+        plugin: Arc<LoadedPlugin>,
+        key: Key,
+        records: mpsc::UnboundedSender<(Key, AttemptRecord)>,
+    ) {
+        let host = self.host.clone();
+        let metrics = self.metrics.clone();
+        let attempt = due.attempts.saturating_add(1);
+        let span = info_span!("delivery", event_id = %due.event_id, event_type = %due.event_type,
+            plugin = %due.plugin, attempt);
+        tokio::spawn(
+            async move {
+                let event = DeliveryEvent {
+                    id: due.event_id.clone(),
+                    event_type: due.event_type.clone(),
+                    payload: due.payload,
+                    received_at_ms: due.received_at_ms,
+                    attempt,
+                };
+                let delivery = host.deliver(&plugin, &event).await;
+                let label = PluginLabel { plugin: due.plugin.clone() };
+                metrics.duration.get_or_create(&label).observe(delivery.duration.as_secs_f64());
+                metrics
+                    .deliveries
+                    .get_or_create(&PluginOutcome {
+                        plugin: due.plugin.clone(),
+                        outcome: delivery.outcome.label(),
+                    })
+                    .inc();
+                let now = now_ms();
+                let result = next_step(&delivery.outcome, attempt, due.received_at_ms, now, &plugin.spec.retry);
+                match &result {
+                    AttemptResult::Done => debug!(duration_ms = delivery.duration.as_millis() as u64, "delivered"),
+                    AttemptResult::Retry { next_attempt_at_ms, error } => {
+                        metrics.retries.get_or_create(&label).inc();
+                        info!(%error, retry_in_ms = next_attempt_at_ms - now, "delivery failed; will retry");
+                    }
+                    AttemptResult::Dead { error } => {
+                        metrics.dead.get_or_create(&label).inc();
+                        warn!(%error, "delivery failed for good; moved to the dead letters");
+                    }
+                }
+                let record = AttemptRecord {
+                    event_seq: due.event_seq,
+                    plugin: due.plugin,
+                    result,
+                    at_ms: now,
+                };
+                let _ = records.send((key, record));
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn refresh_pending_gauge(&self) {
+        let reader = self.reader.clone();
+        let counts = tokio::task::spawn_blocking(move || lock(&reader).pending_by_plugin()).await;
+        if let Ok(Ok(counts)) = counts {
+            self.metrics.pending.clear();
+            for (plugin, n) in counts {
+                self.metrics
+                    .pending
+                    .get_or_create(&PluginLabel { plugin })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+}
+
+/// Commits attempt records in batches, then releases their in-flight marks.
+async fn record_loop(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<(Key, AttemptRecord)>,
+    in_flight: Arc<Mutex<HashSet<Key>>>,
+) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        let (keys, records): (Vec<Key>, Vec<AttemptRecord>) = batch.drain(..).unzip();
+        loop {
+            match store.record_attempts(records.clone()).await {
+                Ok(()) => break,
+                Err(hookd_store::IngestError::Closed) => return,
+                Err(e) => {
+                    // Keep the marks: retrying the record is cheaper than redoing deliveries.
+                    warn!(error = %e, "cannot record delivery results; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let mut set = lock(&in_flight);
+        for key in keys {
+            set.remove(&key);
+        }
+    }
+}
+
+/// What to do after an attempt.
+pub fn next_step(
+    outcome: &Outcome,
+    attempts_made: u32,
+    received_at_ms: i64,
+    now_ms: i64,
+    policy: &RetryPolicy,
+) -> AttemptResult {
+    let error = match outcome {
+        Outcome::Ok => return AttemptResult::Done,
+        Outcome::GiveUp(message) => {
+            return AttemptResult::Dead {
+                error: format!("plugin gave up: {message}"),
+            };
+        }
+        Outcome::Retry(message) => format!("plugin asked to retry: {message}"),
+        Outcome::Failed(kind, message) => format!("{}: {message}", kind.as_str()),
+    };
+    let age = Duration::from_millis(u64::try_from(now_ms - received_at_ms).unwrap_or(0));
+    if attempts_made >= policy.max_attempts {
+        return AttemptResult::Dead {
+            error: format!("{error} (after {attempts_made} attempts)"),
+        };
+    }
+    if age >= policy.max_age {
+        return AttemptResult::Dead {
+            error: format!("{error} (event older than {} s)", policy.max_age.as_secs()),
+        };
+    }
+    let exponent = attempts_made.saturating_sub(1).min(30);
+    let backoff = policy
+        .initial_backoff
+        .saturating_mul(1u32 << exponent)
+        .min(policy.max_backoff);
+    // "Equal jitter": between half and all of the backoff, so retries of a burst spread out.
+    let millis = backoff.as_millis() as u64;
+    let jittered = millis / 2 + rand::rng().random_range(0..=millis.div_ceil(2));
+    AttemptResult::Retry {
+        next_attempt_at_ms: now_ms + i64::try_from(jittered).unwrap_or(i64::MAX / 2),
+        error,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookd_host::FailureKind;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(1000),
+            max_backoff: Duration::from_millis(5000),
+            max_age: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        for (attempt, low, high) in [(1, 500, 1000), (2, 1000, 2000), (3, 2000, 4000)] {
+            for _ in 0..50 {
+                let step = next_step(&Outcome::Retry("x".into()), attempt, 0, 0, &policy());
+                let AttemptResult::Retry {
+                    next_attempt_at_ms, ..
+                } = step
+                else {
+                    panic!("{step:?}")
+                };
+                assert!(
+                    (low..=high).contains(&next_attempt_at_ms),
+                    "attempt {attempt}: {next_attempt_at_ms}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn outcomes_map_to_steps() {
+        let p = policy();
+        assert_eq!(next_step(&Outcome::Ok, 1, 0, 0, &p), AttemptResult::Done);
+        assert!(matches!(
+            next_step(&Outcome::GiveUp("no".into()), 1, 0, 0, &p),
+            AttemptResult::Dead { .. }
+        ));
+        let trap = Outcome::Failed(FailureKind::Trap, "boom".into());
+        assert!(matches!(
+            next_step(&trap, 1, 0, 0, &p),
+            AttemptResult::Retry { .. }
+        ));
+        assert!(matches!(
+            next_step(&trap, 4, 0, 0, &p),
+            AttemptResult::Dead { .. }
+        ));
+        let old = 3600 * 1000;
+        assert!(matches!(
+            next_step(&trap, 1, 0, old, &p),
+            AttemptResult::Dead { .. }
+        ));
+    }
+}

@@ -1,0 +1,195 @@
+//! Finding plugins (the folder's `NAME.wasm` + `NAME.toml`, and `[[plugin]]` in the main
+//! config), compiling them, and answering "who wants this event?".
+//!
+//! Precedence: a plugin declared in the main config wins over a `NAME.toml` of the same name
+//! in the folder; the sidecar is then ignored, with a warning.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use hookd_config::{Config, PluginSpec};
+use hookd_core::EventType;
+use hookd_host::{LoadedPlugin, PluginHost};
+use hookd_server::Subscriptions;
+
+/// A problem with one plugin; the others still load.
+#[derive(Debug, Clone)]
+pub struct PluginProblem {
+    pub plugin: String,
+    pub message: String,
+}
+
+/// Every plugin the configuration and the folder define, validated but not compiled.
+pub fn discover(config: &Config) -> (Vec<PluginSpec>, Vec<PluginProblem>) {
+    let mut specs: BTreeMap<String, PluginSpec> = config
+        .plugins
+        .declared
+        .iter()
+        .map(|s| (s.name.clone(), s.clone()))
+        .collect();
+    let mut problems = Vec::new();
+    let dir = &config.plugins.dir;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(dir = %dir.display(), "the plugin folder does not exist; no plugins from it");
+            return (specs.into_values().collect(), problems);
+        }
+        Err(e) => {
+            problems.push(PluginProblem {
+                plugin: String::new(),
+                message: format!("cannot read the plugin folder `{}`: {e}", dir.display()),
+            });
+            return (specs.into_values().collect(), problems);
+        }
+    };
+    let mut wasm_files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
+        .collect();
+    wasm_files.sort();
+    for wasm in wasm_files {
+        let Some(name) = wasm.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        let manifest = wasm.with_extension("toml");
+        if specs.contains_key(&name) {
+            if manifest.exists() {
+                tracing::warn!(plugin = %name, manifest = %manifest.display(),
+                    "declared in the main config, which takes precedence; this file is ignored");
+            }
+            continue;
+        }
+        if !manifest.exists() {
+            problems.push(PluginProblem {
+                plugin: name.clone(),
+                message: format!(
+                    "`{}` has no `{}` beside it: a plugin needs a manifest with its `events`",
+                    wasm.display(),
+                    manifest.display()
+                ),
+            });
+            continue;
+        }
+        match hookd_config::plugin::load_sidecar(&manifest, &wasm) {
+            Ok(spec) => {
+                specs.insert(name, spec);
+            }
+            Err(errors) => {
+                for e in errors.iter() {
+                    problems.push(PluginProblem {
+                        plugin: name.clone(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    (specs.into_values().collect(), problems)
+}
+
+/// Reads and compiles one plugin.
+pub fn compile(host: &PluginHost, spec: PluginSpec) -> Result<LoadedPlugin, PluginProblem> {
+    let name = spec.name.clone();
+    let bytes = std::fs::read(&spec.wasm).map_err(|e| PluginProblem {
+        plugin: name.clone(),
+        message: format!("cannot read `{}`: {e}", spec.wasm.display()),
+    })?;
+    host.load(spec, &bytes).map_err(|e| PluginProblem {
+        plugin: name,
+        message: e.to_string(),
+    })
+}
+
+/// Compiles every plugin, off the async threads. Plugins that fail are reported and left out.
+pub async fn compile_all(
+    host: &Arc<PluginHost>,
+    specs: Vec<PluginSpec>,
+) -> (Vec<LoadedPlugin>, Vec<PluginProblem>) {
+    let host = host.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut loaded = Vec::new();
+        let mut problems = Vec::new();
+        for spec in specs {
+            match compile(&host, spec) {
+                Ok(p) => loaded.push(p),
+                Err(p) => problems.push(p),
+            }
+        }
+        (loaded, problems)
+    })
+    .await;
+    joined.unwrap_or_else(|e| {
+        (
+            Vec::new(),
+            vec![PluginProblem {
+                plugin: String::new(),
+                message: format!("compiling plugins failed: {e}"),
+            }],
+        )
+    })
+}
+
+/// The plugins currently serving, by name. Readers take a snapshot; a reload swaps it.
+#[derive(Default)]
+pub struct PluginRegistry {
+    current: RwLock<Arc<BTreeMap<String, Arc<LoadedPlugin>>>>,
+}
+
+impl PluginRegistry {
+    pub fn new(plugins: Vec<LoadedPlugin>) -> Self {
+        let map = plugins
+            .into_iter()
+            .map(|p| (p.spec.name.clone(), Arc::new(p)))
+            .collect();
+        Self {
+            current: RwLock::new(Arc::new(map)),
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<BTreeMap<String, Arc<LoadedPlugin>>> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.snapshot().get(name).cloned()
+    }
+}
+
+impl Subscriptions for PluginRegistry {
+    fn subscribers(&self, event_type: &EventType) -> Vec<Arc<str>> {
+        self.snapshot()
+            .values()
+            .filter(|p| {
+                p.spec
+                    .events
+                    .iter()
+                    .any(|pattern| pattern.matches(event_type))
+            })
+            .map(|p| Arc::from(p.spec.name.as_str()))
+            .collect()
+    }
+}
+
+/// The spec `hookd run-plugin` uses when no manifest is given: every event, no capabilities.
+pub fn ad_hoc_spec(wasm: &Path) -> PluginSpec {
+    let name = wasm
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin")
+        .to_owned();
+    PluginSpec {
+        name,
+        wasm: wasm.to_owned(),
+        source: wasm.to_owned(),
+        events: vec![hookd_core::EventPattern::parse("*").unwrap_or_else(|_| unreachable!())],
+        limits: Default::default(),
+        retry: Default::default(),
+        capabilities: Default::default(),
+        config: Default::default(),
+    }
+}
