@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_api;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -255,4 +257,60 @@ pub fn stored_ids(dir: &Path) -> std::collections::HashSet<String> {
         .unwrap()
         .map(Result::unwrap)
         .collect()
+}
+
+/// Puts plugin `name` (component `wasm`, manifest text `toml`) into the env's plugin folder.
+pub fn install_plugin(env: &Env, name: &str, wasm: &str, toml: &str) {
+    let dir = env.dir.path().join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(wasm, dir.join(format!("{name}.wasm"))).unwrap();
+    std::fs::write(dir.join(format!("{name}.toml")), toml).unwrap();
+}
+
+/// Deliveries by (event id, plugin) -> (state, attempts, last error), read from the store.
+pub fn deliveries(
+    dir: &Path,
+) -> std::collections::BTreeMap<(String, String), (String, i64, Option<String>)> {
+    let conn = rusqlite::Connection::open_with_flags(
+        dir.join("hookd.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT e.id, d.plugin, d.state, d.attempts, d.last_error
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?, r.get(4)?)))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// A plugin's counter from its key-value store.
+pub fn kv_counter(dir: &Path, plugin: &str, key: &str) -> Option<i64> {
+    let conn = rusqlite::Connection::open_with_flags(
+        dir.join("hookd.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    conn.query_row(
+        "SELECT value FROM kv WHERE plugin = ?1 AND key = ?2",
+        [plugin, key],
+        |r| r.get::<_, Vec<u8>>(0),
+    )
+    .ok()
+    .map(|v| i64::from_le_bytes(v.try_into().unwrap()))
+}
+
+/// Waits until `done` holds, polling; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
 }

@@ -1,0 +1,96 @@
+//! A local HTTP server standing in for the Protocol API or a chat webhook: records every
+//! request and answers with a status the test controls.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http_body_util::BodyExt as _;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub authorization: String,
+    pub body: String,
+}
+
+pub struct FakeApi {
+    pub base: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub status: Arc<AtomicU16>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl FakeApi {
+    pub fn start() -> FakeApi {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(AtomicU16::new(200));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (record, answer) = (seen.clone(), status.clone());
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (record, answer) = (record.clone(), answer.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (record, answer) = (record.clone(), answer.clone());
+                            async move {
+                                let method = req.method().to_string();
+                                let path = req.uri().path().to_owned();
+                                let authorization = req
+                                    .headers()
+                                    .get("authorization")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_owned();
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                record.lock().unwrap().push(Seen {
+                                    method,
+                                    path,
+                                    authorization,
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                });
+                                let mut response = hyper::Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::from_static(b"{}"),
+                                ));
+                                *response.status_mut() =
+                                    hyper::StatusCode::from_u16(answer.load(Ordering::SeqCst))
+                                        .unwrap();
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FakeApi {
+            base,
+            seen,
+            status,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
