@@ -1,10 +1,14 @@
 //! Project automation: `cargo xtask <task>`.
 //!
+//! - `cargo xtask run`: build the example plugins and run the daemon on `config/hookd.toml`.
+//! - `cargo xtask plugins`: build the example plugins into `target/plugins/` (`NAME.wasm` +
+//!   `NAME.toml`).
 //! - `cargo xtask bench [--quick]`: the ingest benchmark, every system one after another on
 //!   loopback in the same run, with the same load generator; prints one table and writes
 //!   `target/bench/ingest.json`.
 
 mod bench;
+mod plugins;
 
 use std::process::ExitCode;
 
@@ -12,8 +16,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::run(&args[1..]),
+        Some("plugins") => plugins::build().map(drop),
+        Some("run") => plugins::run(),
         _ => {
-            eprintln!("usage: cargo xtask bench [--quick]");
+            eprintln!("usage: cargo xtask run | plugins | bench [--quick]");
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,79 @@
+//! `cargo xtask plugins`: builds the example plugins for `wasm32-wasip2` and collects each
+//! `NAME.wasm` with its sample `NAME.toml` into `target/plugins/`, ready to copy into a
+//! plugin folder. `cargo xtask run` does that, then starts the daemon on `config/hookd.toml`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// The example plugins: folder (= plugin name) under `plugins/`.
+pub const EXAMPLES: [&str; 4] = ["logger", "auto-reply", "forwarder", "counter"];
+
+pub fn root() -> anyhow::Result<PathBuf> {
+    Ok(Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_owned())
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+pub fn build() -> anyhow::Result<PathBuf> {
+    let root = root()?;
+    let plugins = root.join("plugins");
+    let status = cargo()
+        .current_dir(&plugins)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building the plugins failed");
+    }
+    let out = root.join("target/plugins");
+    std::fs::create_dir_all(&out)?;
+    for name in EXAMPLES {
+        let wasm = plugins
+            .join("target/wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let manifest = plugins.join(name).join(format!("{name}.toml"));
+        // Write to a temporary name and rename, so a running daemon never sees half a file.
+        let dest = out.join(format!("{name}.wasm"));
+        let tmp = out.join(format!(".{name}.wasm.tmp"));
+        std::fs::copy(&wasm, &tmp).with_context(|| format!("copying {}", wasm.display()))?;
+        std::fs::rename(&tmp, &dest)?;
+        let dest_toml = out.join(format!("{name}.toml"));
+        if !dest_toml.exists() {
+            std::fs::copy(&manifest, &dest_toml)
+                .with_context(|| format!("copying {}", manifest.display()))?;
+        }
+        eprintln!("  {} + {name}.toml", dest.display());
+    }
+    Ok(out)
+}
+
+pub fn run() -> anyhow::Result<()> {
+    build()?;
+    let root = root()?;
+    let status = cargo()
+        .current_dir(&root)
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "hookd",
+            "--",
+            "serve",
+            "--config",
+            "config/hookd.toml",
+        ])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("hookd exited with {status}");
+    }
+    Ok(())
+}
