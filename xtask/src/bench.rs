@@ -18,6 +18,22 @@ struct System {
     start: fn(&Workspace, &Path) -> anyhow::Result<Command>,
     /// Prefix of the stdout line that ends with the bound `IP:PORT`.
     ready_line: &'static str,
+    /// For a system with a plugin: the plugin whose completed deliveries to wait for, read
+    /// from the admin listener's metrics.
+    delivered_by: Option<&'static str>,
+}
+
+fn hookd_config(dir: &Path, admin: &str) -> anyhow::Result<PathBuf> {
+    let config = dir.join("hookd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"{admin}\"\n\
+             [verify]\nsecrets = [\"file:secret\"]\n[store]\ndir = \"state\"\n\
+             [plugins]\ndir = \"plugins\"\n[log]\nformat = \"json\"\nfilter = \"info\"\n"
+        ),
+    )?;
+    Ok(config)
 }
 
 const SYSTEMS: &[System] = &[
@@ -30,22 +46,37 @@ const SYSTEMS: &[System] = &[
             Ok(c)
         },
         ready_line: "listening on ",
+        delivered_by: None,
     },
     System {
         name: "hookd durable ingest",
         start: |ws, dir| {
-            let config = dir.join("hookd.toml");
-            std::fs::write(
-                &config,
-                "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"\"\n\
-                 [verify]\nsecrets = [\"file:secret\"]\n[store]\ndir = \"state\"\n\
-                 [plugins]\ndir = \"plugins\"\n[log]\nformat = \"json\"\nfilter = \"info\"\n",
-            )?;
+            let config = hookd_config(dir, "")?;
             let mut c = Command::new(ws.bin("hookd"));
             c.args(["serve", "--config"]).arg(&config);
             Ok(c)
         },
         ready_line: "ingest listening on ",
+        delivered_by: None,
+    },
+    System {
+        name: "hookd + no-op plugin, delivered",
+        start: |ws, dir| {
+            let config = hookd_config(dir, "127.0.0.1:0")?;
+            let plugins = dir.join("plugins");
+            std::fs::create_dir_all(&plugins)?;
+            std::fs::copy(
+                ws.root
+                    .join("plugins/target/wasm32-wasip2/release/fixture_noop.wasm"),
+                plugins.join("noop.wasm"),
+            )?;
+            std::fs::write(plugins.join("noop.toml"), "events = [\"*\"]\n")?;
+            let mut c = Command::new(ws.bin("hookd"));
+            c.args(["serve", "--config"]).arg(&config);
+            Ok(c)
+        },
+        ready_line: "ingest listening on ",
+        delivered_by: Some("noop"),
     },
 ];
 
@@ -89,6 +120,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .to_owned();
     let ws = Workspace { root };
 
+    eprintln!("building the plugins…");
+    crate::plugins::build()?;
     eprintln!("building release binaries…");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&ws.root)
@@ -140,7 +173,13 @@ fn measure(
         .spawn()
         .with_context(|| format!("cannot start {}", system.name))?;
     let mut guard = Running(child);
-    let addr = read_address(&mut guard.0, system.ready_line)?;
+    let lines = stdout_lines(&mut guard.0)?;
+    let addr = wait_line(&lines, system.ready_line)?;
+    let admin = match system.delivered_by {
+        Some(_) => Some(wait_line(&lines, "admin listening on ")?),
+        None => None,
+    };
+    let started = Instant::now();
     let output = Command::new(ws.bin("hookd-loadgen"))
         .args(["--url", &format!("http://{addr}/webhooks"), "--secret-file"])
         .arg(dir.join("secret"))
@@ -158,12 +197,48 @@ fn measure(
         .stderr(Stdio::inherit())
         .output()
         .context("cannot run hookd-loadgen")?;
-    drop(guard);
-    let _ = std::fs::remove_dir_all(&dir);
     if !output.status.success() {
         bail!("hookd-loadgen failed");
     }
-    Ok(serde_json::from_slice(&output.stdout)?)
+    let mut report: Value = serde_json::from_slice(&output.stdout)?;
+    if let (Some(plugin), Some(admin)) = (system.delivered_by, admin) {
+        // Every acknowledged request, warm-up included, must be delivered.
+        let expected = report["ok"].as_u64().unwrap_or(0) + settings.warmup as u64;
+        let metric = format!("hookd_deliveries_total{{plugin=\"{plugin}\",outcome=\"ok\"}} ");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let delivered = loop {
+            let n = scrape(&admin, &metric).unwrap_or(0);
+            if n >= expected || Instant::now() > deadline {
+                break n;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        report["delivered"] = json!(delivered);
+        report["delivered_per_sec"] = json!(delivered as f64 / seconds);
+        report["delivered_seconds"] = json!(seconds);
+    }
+    drop(guard);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(report)
+}
+
+/// Reads the value of the metric line starting with `prefix` from `GET /metrics`.
+fn scrape(admin: &str, prefix: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).ok()?;
+    stream
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
 }
 
 /// Kills the child when dropped.
@@ -176,27 +251,38 @@ impl Drop for Running {
     }
 }
 
-fn read_address(child: &mut Child, prefix: &str) -> anyhow::Result<String> {
+/// The child's stdout lines, as they come.
+fn stdout_lines(child: &mut Child) -> anyhow::Result<std::sync::mpsc::Receiver<String>> {
     let stdout = child.stdout.take().context("no stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
-    let prefix = prefix.to_owned();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix(&prefix) {
-                let _ = tx.send(addr.trim().to_owned());
+            if tx.send(line).is_err() {
+                break;
             }
         }
     });
+    Ok(rx)
+}
+
+/// Waits for the line starting with `prefix` and returns the rest (an address).
+fn wait_line(lines: &std::sync::mpsc::Receiver<String>, prefix: &str) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .context("the system did not report its address within 30 s")
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .with_context(|| format!("no `{prefix}` line within 30 s"))?;
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return Ok(rest.trim().to_owned());
+        }
+    }
 }
 
 fn print_table(rows: &[Value]) {
     println!(
-        "\n| system | connections | requests | req/s | p50 ms | p99 ms | non-2xx + errors | vs ceiling |"
+        "\n| system | connections | requests | req/s | p50 ms | p99 ms | non-2xx + errors | vs ceiling | delivered/s |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in rows {
         let r = &row["report"];
         let ceiling = rows
@@ -210,8 +296,11 @@ fn print_table(rows: &[Value]) {
             .and_then(|c| c["report"]["requests_per_sec"].as_f64());
         let rps = r["requests_per_sec"].as_f64().unwrap_or(0.0);
         let ratio = ceiling.map_or("-".to_owned(), |c| format!("{:.0}%", 100.0 * rps / c));
+        let delivered = r["delivered_per_sec"]
+            .as_f64()
+            .map_or("-".to_owned(), |d| format!("{d:.0}"));
         println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {delivered} |",
             row["system"].as_str().unwrap_or("?"),
             row["connections"],
             r["requests"],
