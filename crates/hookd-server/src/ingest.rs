@@ -37,8 +37,6 @@ pub struct IngestState {
     pub store: Store,
     pub subscriptions: Arc<dyn Subscriptions>,
     pub metrics: IngestMetrics,
-    /// Woken after an event with deliveries is stored, so the dispatcher starts at once.
-    pub dispatch_wake: Arc<tokio::sync::Notify>,
 }
 
 /// The ingest listener's only route: `POST {path}`; any other method there is a 405, any other
@@ -200,6 +198,8 @@ impl IngestState {
             received_at_ms: now_ms(),
             deliveries,
         };
+        // Kept for the dispatch hint; only routed events need it.
+        let hint = routed.then(|| event.clone());
         let outcome = match self.store.submit(event) {
             Ok(committed) => committed.await,
             Err(e) => Err(e),
@@ -209,8 +209,8 @@ impl IngestState {
                 self.metrics.events_received.inc();
                 if ingested.duplicate {
                     self.metrics.events_duplicate.inc();
-                } else if routed {
-                    self.dispatch_wake.notify_one();
+                } else if let Some(event) = &hint {
+                    self.subscriptions.stored(ingested.seq, event);
                 } else {
                     self.metrics.events_unrouted.inc();
                 }

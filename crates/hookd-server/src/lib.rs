@@ -24,6 +24,7 @@ pub mod metrics;
 use std::sync::Arc;
 
 use hookd_core::EventType;
+use hookd_store::NewEvent;
 
 pub use admin::{AdminState, admin_routes};
 pub use ingest::{IngestLimits, IngestState, ingest_routes};
@@ -35,6 +36,10 @@ pub use metrics::IngestMetrics;
 pub trait Subscriptions: Send + Sync + 'static {
     /// Names of the plugins subscribed to `event_type`.
     fn subscribers(&self, event_type: &EventType) -> Vec<Arc<str>>;
+
+    /// Called once a new event with subscribers is committed (its deliveries too), as a hint
+    /// to start them now rather than at the next poll of the store. Must not block.
+    fn stored(&self, _seq: i64, _event: &NewEvent) {}
 }
 
 /// No plugin subscribes to anything: events are stored and acknowledged, nothing is delivered.

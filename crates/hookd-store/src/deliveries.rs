@@ -16,6 +16,8 @@ pub struct DueDelivery {
     pub event_type: String,
     pub payload: String,
     pub received_at_ms: i64,
+    /// When the delivery row last changed (created, attempted, replayed).
+    pub updated_at_ms: i64,
 }
 
 /// The result of one attempt, to be recorded.
@@ -74,7 +76,8 @@ pub(crate) fn due(
     }
     let marks = vec!["?"; plugins.len()].join(",");
     let sql = format!(
-        "SELECT d.event_seq, d.plugin, d.attempts, e.id, e.type, e.payload, e.received_at_ms
+        "SELECT d.event_seq, d.plugin, d.attempts, e.id, e.type, e.payload, e.received_at_ms,
+                d.updated_at_ms
          FROM deliveries d JOIN events e ON e.seq = d.event_seq
          WHERE d.state = 'pending' AND d.next_attempt_at_ms <= ?1 AND d.plugin IN ({marks})
          ORDER BY d.next_attempt_at_ms, d.event_seq
@@ -96,6 +99,7 @@ pub(crate) fn due(
             event_type: r.get(4)?,
             payload: r.get(5)?,
             received_at_ms: r.get(6)?,
+            updated_at_ms: r.get(7)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -9,13 +9,15 @@
 //! plugin's `concurrency`), so a plugin may see events out of order, and a retried event after
 //! newer ones. Events are never ordered across plugins.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookd_config::RetryPolicy;
+use hookd_core::EventType;
 use hookd_host::{DeliveryEvent, LoadedPlugin, Outcome, PluginHost};
-use hookd_store::{AttemptRecord, AttemptResult, DueDelivery, Store, StoreReader};
+use hookd_server::Subscriptions;
+use hookd_store::{AttemptRecord, AttemptResult, DueDelivery, NewEvent, Store, StoreReader};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,6 +32,12 @@ use crate::plugins::PluginRegistry;
 
 /// How many due deliveries one poll of the store reads, at most.
 const POLL_BATCH: usize = 512;
+/// Deliveries waiting in memory for a free slot; beyond this, hints are dropped and the
+/// deliveries are found by the next poll of the store instead.
+const BACKLOG_MAX: usize = 65_536;
+/// How long a finished delivery is remembered, so a stale copy of it (from a poll or a hint
+/// that raced with its completion) is not run again.
+const COMPLETED_MEMORY: Duration = Duration::from_secs(60);
 /// The longest the dispatcher sleeps without looking at the store (retries coming due,
 /// dead letters replayed from the CLI).
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -96,13 +104,51 @@ impl DeliveryMetrics {
     }
 }
 
+/// The ingest path's view of the plugins: who subscribes, and a hint channel so new
+/// deliveries start at once instead of at the next poll of the store.
+pub struct Routes {
+    pub registry: Arc<PluginRegistry>,
+    pub hints: mpsc::Sender<DueDelivery>,
+}
+
+impl Subscriptions for Routes {
+    fn subscribers(&self, event_type: &EventType) -> Vec<Arc<str>> {
+        self.registry.subscribers(event_type)
+    }
+
+    fn stored(&self, seq: i64, event: &NewEvent) {
+        for plugin in &event.deliveries {
+            // A full channel drops the hint: the store still has the delivery.
+            let _ = self.hints.try_send(DueDelivery {
+                event_seq: seq,
+                plugin: plugin.to_string(),
+                attempts: 0,
+                event_id: event.id.clone(),
+                event_type: event.event_type.clone(),
+                payload: event.payload.clone(),
+                received_at_ms: event.received_at_ms,
+                updated_at_ms: event.received_at_ms,
+            });
+        }
+    }
+}
+
+/// Deliveries running, and those finished recently.
+#[derive(Default)]
+struct Tracker {
+    running: HashSet<Key>,
+    /// When recently finished attempts were recorded (store time, and local time for
+    /// expiry): a copy of the row read before that is stale.
+    finished: HashMap<Key, (i64, std::time::Instant)>,
+}
+
 /// What the dispatcher needs.
 pub struct Dispatcher {
     pub store: Store,
     pub reader: Arc<Mutex<StoreReader>>,
     pub host: Arc<PluginHost>,
     pub registry: Arc<PluginRegistry>,
-    pub wake: Arc<Notify>,
+    pub hints: mpsc::Receiver<DueDelivery>,
     pub metrics: DeliveryMetrics,
     /// Most deliveries running at once, across plugins.
     pub max_in_flight: usize,
@@ -110,48 +156,79 @@ pub struct Dispatcher {
 
 type Key = (i64, String);
 
+/// A finished attempt on its way to the store.
+type Finished = (Key, AttemptRecord);
+
 impl Dispatcher {
     /// Runs until `stop` turns true; then waits (up to `grace`) for running deliveries and
     /// their records, so finished work is not redone after a restart.
-    pub async fn run(self, mut stop: watch::Receiver<bool>, grace: Duration) {
-        let in_flight: Arc<Mutex<HashSet<Key>>> = Arc::default();
-        let (record_tx, record_rx) = mpsc::unbounded_channel::<(Key, AttemptRecord)>();
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>, grace: Duration) {
+        let tracker: Arc<Mutex<Tracker>> = Arc::default();
+        let freed = Arc::new(Notify::new());
+        let (record_tx, record_rx) = mpsc::unbounded_channel::<Finished>();
         let recorder = tokio::spawn(record_loop(
             self.store.clone(),
             record_rx,
-            in_flight.clone(),
+            tracker.clone(),
+            freed.clone(),
         ));
+        let mut backlog: VecDeque<DueDelivery> = VecDeque::new();
+        let mut last_poll = std::time::Instant::now() - IDLE_POLL;
         let mut last_gauge = std::time::Instant::now() - Duration::from_secs(60);
+        let mut hints_dropped = false;
 
         while !*stop.borrow() {
             if last_gauge.elapsed() >= Duration::from_secs(5) {
                 last_gauge = std::time::Instant::now();
                 self.refresh_pending_gauge().await;
+                lock(&tracker)
+                    .finished
+                    .retain(|_, (_, at)| at.elapsed() < COMPLETED_MEMORY);
             }
-            let running = lock(&in_flight).len();
-            let room = self.max_in_flight.saturating_sub(running);
-            let mut started = 0;
-            if room > 0 {
-                let due = self.due(running + room.min(POLL_BATCH)).await;
-                for d in due {
-                    if started >= room {
-                        break;
-                    }
-                    // A plugin removed since the query: its deliveries wait, paused.
-                    let Some(plugin) = self.registry.get(&d.plugin) else {
-                        continue;
-                    };
-                    let key = (d.event_seq, d.plugin.clone());
-                    if !lock(&in_flight).insert(key.clone()) {
-                        continue;
-                    }
-                    started += 1;
-                    self.start(d, plugin, key, record_tx.clone());
+            while let Ok(hint) = self.hints.try_recv() {
+                if backlog.len() < BACKLOG_MAX {
+                    backlog.push_back(hint);
+                } else {
+                    hints_dropped = true;
                 }
             }
+            // The store is the truth: poll it for retries coming due, deliveries left from
+            // before a restart, replays, and hints that were dropped.
+            if backlog.is_empty() && (hints_dropped || last_poll.elapsed() >= IDLE_POLL) {
+                last_poll = std::time::Instant::now();
+                hints_dropped = false;
+                backlog.extend(self.due(POLL_BATCH).await);
+            }
+            let mut started = 0;
+            while lock(&tracker).running.len() < self.max_in_flight {
+                let Some(d) = backlog.pop_front() else { break };
+                // A plugin removed since: its deliveries wait in the store, paused.
+                let Some(plugin) = self.registry.get(&d.plugin) else {
+                    continue;
+                };
+                let key = (d.event_seq, d.plugin.clone());
+                {
+                    let mut t = lock(&tracker);
+                    let stale = t
+                        .finished
+                        .get(&key)
+                        .is_some_and(|(at, _)| d.updated_at_ms < *at);
+                    if stale || !t.running.insert(key.clone()) {
+                        continue;
+                    }
+                }
+                started += 1;
+                self.start(d, plugin, key, record_tx.clone());
+            }
             if started == 0 {
+                let full = lock(&tracker).running.len() >= self.max_in_flight;
                 tokio::select! {
-                    () = self.wake.notified() => {}
+                    hint = self.hints.recv(), if !full => {
+                        if let Some(hint) = hint {
+                            backlog.push_back(hint);
+                        }
+                    }
+                    () = freed.notified() => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
                     _ = stop.changed() => {}
                 }
@@ -162,14 +239,14 @@ impl Dispatcher {
 
         drop(record_tx);
         let waited = tokio::time::timeout(grace, async {
-            while !lock(&in_flight).is_empty() {
+            while !lock(&tracker).running.is_empty() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await;
         if waited.is_err() {
             warn!(
-                running = lock(&in_flight).len(),
+                running = lock(&tracker).running.len(),
                 "stopping with deliveries still running; they stay pending and run again at start"
             );
         }
@@ -203,7 +280,7 @@ impl Dispatcher {
         due: DueDelivery,
         plugin: Arc<LoadedPlugin>,
         key: Key,
-        records: mpsc::UnboundedSender<(Key, AttemptRecord)>,
+        records: mpsc::UnboundedSender<Finished>,
     ) {
         let host = self.host.clone();
         let metrics = self.metrics.clone();
@@ -272,12 +349,18 @@ impl Dispatcher {
 /// Commits attempt records in batches, then releases their in-flight marks.
 async fn record_loop(
     store: Store,
-    mut rx: mpsc::UnboundedReceiver<(Key, AttemptRecord)>,
-    in_flight: Arc<Mutex<HashSet<Key>>>,
+    mut rx: mpsc::UnboundedReceiver<Finished>,
+    tracker: Arc<Mutex<Tracker>>,
+    freed: Arc<Notify>,
 ) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, 1024).await > 0 {
-        let (keys, records): (Vec<Key>, Vec<AttemptRecord>) = batch.drain(..).unzip();
+        let mut keys = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(batch.len());
+        for (key, record) in batch.drain(..) {
+            keys.push((key, record.at_ms));
+            records.push(record);
+        }
         loop {
             match store.record_attempts(records.clone()).await {
                 Ok(()) => break,
@@ -289,10 +372,14 @@ async fn record_loop(
                 }
             }
         }
-        let mut set = lock(&in_flight);
-        for key in keys {
-            set.remove(&key);
+        let now = std::time::Instant::now();
+        let mut t = lock(&tracker);
+        for (key, at_ms) in keys {
+            t.running.remove(&key);
+            t.finished.insert(key, (at_ms, now));
         }
+        drop(t);
+        freed.notify_one();
     }
 }
 

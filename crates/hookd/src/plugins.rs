@@ -11,7 +11,6 @@ use std::sync::{Arc, RwLock};
 use hookd_config::{Config, PluginSpec};
 use hookd_core::EventType;
 use hookd_host::{LoadedPlugin, PluginHost};
-use hookd_server::Subscriptions;
 
 /// A problem with one plugin; the others still load.
 #[derive(Debug, Clone)]
@@ -160,8 +159,9 @@ impl PluginRegistry {
     }
 }
 
-impl Subscriptions for PluginRegistry {
-    fn subscribers(&self, event_type: &EventType) -> Vec<Arc<str>> {
+impl PluginRegistry {
+    /// Names of the loaded plugins whose patterns match `event_type`.
+    pub fn subscribers(&self, event_type: &EventType) -> Vec<Arc<str>> {
         self.snapshot()
             .values()
             .filter(|p| {

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::cli::{ServeArgs, report_config_errors};
-use crate::dispatch::{DeliveryMetrics, Dispatcher};
+use crate::dispatch::{DeliveryMetrics, Dispatcher, Routes};
 use crate::kv::StoreKv;
 use crate::plugins::PluginRegistry;
 
@@ -92,7 +92,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         info!(plugin = %p.spec.name, content_hash = %p.content_hash, events = ?events, "plugin loaded");
     }
     let plugin_registry = Arc::new(PluginRegistry::new(loaded));
-    let wake = Arc::new(tokio::sync::Notify::new());
+    let (hints_tx, hints_rx) = tokio::sync::mpsc::channel(65_536);
     let delivery_metrics = DeliveryMetrics::register(&mut registry);
 
     let ingest_metrics = IngestMetrics::register(&mut registry);
@@ -107,9 +107,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
         verifier,
         store: store.clone(),
-        subscriptions: plugin_registry.clone(),
+        subscriptions: Arc::new(Routes {
+            registry: plugin_registry.clone(),
+            hints: hints_tx,
+        }),
         metrics: ingest_metrics,
-        dispatch_wake: wake.clone(),
     });
 
     let ingest_listener = bind(config.server.listen, "ingest").await?;
@@ -162,7 +164,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )),
         host: host.clone(),
         registry: plugin_registry.clone(),
-        wake,
+        hints: hints_rx,
         metrics: delivery_metrics,
         max_in_flight: config.plugins.max_instances as usize,
     };
