@@ -221,10 +221,29 @@ impl PluginHost {
     /// threads (`spawn_blocking`).
     pub fn load(&self, spec: PluginSpec, wasm: &[u8]) -> Result<LoadedPlugin, LoadError> {
         let path = spec.wasm.display().to_string();
-        let component = Component::new(&self.engine, wasm).map_err(|e| LoadError::Compile {
+        let compile_error = |reason: String| LoadError::Compile {
             path: path.clone(),
-            reason: format!("{e:#}"),
-        })?;
+            reason,
+        };
+        match wasm.get(..8) {
+            Some([0, b'a', b's', b'm', 0x0d, 0, 0x01, 0]) => {}
+            Some([0, b'a', b's', b'm', 0x01, 0, 0, 0]) => {
+                return Err(compile_error(
+                    "it is a core WebAssembly module, not a component; build the plugin with \
+                     `cargo build --target wasm32-wasip2`"
+                        .into(),
+                ));
+            }
+            _ => {
+                return Err(compile_error(
+                    "it is not a WebAssembly file (no `\\0asm` component header); is the copy \
+                     complete?"
+                        .into(),
+                ));
+            }
+        }
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| compile_error(first_line(&format!("{e:#}"))))?;
         self.prepare(spec, component, hex::encode(Sha256::digest(wasm)))
     }
 

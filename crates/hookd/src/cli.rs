@@ -191,7 +191,7 @@ pub fn report_config_errors(errors: &hookd_config::ConfigErrors) -> ExitCode {
 pub fn check(args: CheckArgs) -> ExitCode {
     match Config::load(&args.config) {
         Ok(config) => {
-            println!("{}: ok", args.config.display());
+            println!("{}: config ok", args.config.display());
             println!(
                 "  ingest:  http://{}{}",
                 config.server.listen, config.server.path

@@ -170,12 +170,24 @@ fn dlq_list(dir: &Path, limit: usize, json: bool) -> anyhow::Result<()> {
 /// For `hookd check`: compiles every plugin; prints one line each. Returns whether all are ok.
 pub fn check_plugins(config: &Config) -> bool {
     let (specs, problems) = crate::plugins::discover(config);
-    let mut ok = problems.is_empty();
+    let mut failed = problems.len();
     for p in &problems {
         eprintln!("error: plugin `{}`: {}", p.plugin, p.message);
     }
+    let ok = check_compile(specs, &mut failed);
+    if failed > 0 {
+        eprintln!(
+            "{failed} plugin problem{} found",
+            if failed == 1 { "" } else { "s" }
+        );
+    }
+    ok && failed == 0
+}
+
+fn check_compile(specs: Vec<hookd_config::PluginSpec>, failed: &mut usize) -> bool {
+    let mut ok = true;
     if specs.is_empty() {
-        println!("  plugins: none");
+        println!("  plugins: none loaded");
         return ok;
     }
     let host = match PluginHost::new(
@@ -198,6 +210,7 @@ pub fn check_plugins(config: &Config) -> bool {
             Ok(_) => println!("  plugin {name}: ok ({})", events.join(", ")),
             Err(p) => {
                 ok = false;
+                *failed += 1;
                 eprintln!("error: plugin `{name}`: {}", p.message);
             }
         }
