@@ -65,6 +65,7 @@ fn main() {
         "fixture_log_flood",
         "fixture_panic",
         "fixture_flaky",
+        "fixture_wrong_import",
     ] {
         let path = out_dir.join(format!("{name}.wasm"));
         assert!(path.exists(), "{} was not built", path.display());

@@ -419,9 +419,11 @@ fn first_line(text: &str) -> String {
 
 /// Turns wasmtime's link errors into advice for a plugin author.
 fn explain_link_error(raw: &str) -> String {
-    if let Some(rest) = raw.split("import `").nth(1)
-        && let Some(name) = rest.split('`').next()
-    {
+    let imported = ["imports instance `", "import `"]
+        .iter()
+        .find_map(|marker| raw.split(marker).nth(1))
+        .and_then(|rest| rest.split('`').next());
+    if let Some(name) = imported {
         return format!(
             "it imports `{name}`, which hookd does not provide. A plugin may import the \
              hookd:plugin@0.1.0 interfaces (log, config, kv), WASI 0.2 (cli, io, clocks, random) \

@@ -302,3 +302,18 @@ fn a_module_that_is_not_a_component_is_refused_with_a_clear_error() {
     assert!(matches!(err, LoadError::Compile { .. }), "{err}");
     assert!(err.to_string().contains("junk.wasm"), "{err}");
 }
+
+#[test]
+fn an_import_hookd_does_not_provide_is_explained() {
+    let host = host_with(Arc::new(NoKv));
+    let bytes = std::fs::read(wasm::FIXTURE_WRONG_IMPORT).unwrap();
+    let err = match host.load(spec("wrong", wasm::FIXTURE_WRONG_IMPORT), &bytes) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a plugin with an unknown import loaded"),
+    };
+    assert!(
+        err.contains("it imports `fixture:wrong/extra`, which hookd does not provide"),
+        "{err}"
+    );
+    assert!(err.contains("rebuild it against hookd-sdk"), "{err}");
+}
