@@ -1,95 +1,150 @@
 //! `cargo xtask bench`: the ingest benchmark.
 //!
-//! Systems run one after another, each started fresh on `127.0.0.1:0`, driven by the same
-//! `hookd-loadgen` with the same events, sizes and connection counts, then stopped. The
-//! ceiling is a bare warp endpoint that only verifies the signature.
+//! Every system in [`SYSTEMS`] runs one after another in the same run, each started fresh on
+//! `127.0.0.1:0` in a new temp dir under `target/bench/` (config, store, output log), driven
+//! by the same `hookd-loadgen` with the same settings, then killed. The first system is the
+//! ceiling, a bare warp endpoint that only verifies the signature; every other row is
+//! reported as a ratio to the ceiling measured at the same connection count in the same run.
+//! The table goes to stdout, everything else to `target/bench/ingest.json`; any non-2xx
+//! answer, error or undelivered event fails the run after both are written.
+//!
+//! **Invariant:** whatever this starts, it stops: on success, on error, on Ctrl-C / SIGTERM
+//! (children run in their own process group, so the signal reaches only us and we kill them)
+//! and, on Linux, even if this process is killed outright (children get `PR_SET_PDEATHSIG`).
+//! Every load is bounded in count and in time.
 
-use std::io::{BufRead, BufReader};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-/// A system under test: how to start it and which stdout line names its address.
+/// A system under test. Adding one (another webhook receiver, hookd with other settings) is
+/// one entry in [`SYSTEMS`].
 struct System {
     name: &'static str,
-    start: fn(&Workspace, &Path) -> anyhow::Result<Command>,
-    /// Prefix of the stdout line that ends with the bound `IP:PORT`.
-    ready_line: &'static str,
-    /// For a system with a plugin: the plugin whose completed deliveries to wait for, read
-    /// from the admin listener's metrics.
+    /// What must be built or installed first; if any is missing the system is skipped.
+    needs: &'static [Need],
+    /// Writes the system's files into its fresh `dir` (which already holds the webhook
+    /// secret in `secret`) and returns the command that starts it there.
+    start: fn(&Paths, &Path) -> anyhow::Result<Command>,
+    /// The text right before the ingest address in the stdout or stderr line announcing it.
+    ready: &'static str,
+    /// The ingest path, appended to the address.
+    path: &'static str,
+    /// For a system with plugins: the plugin whose completed deliveries are awaited after the
+    /// load, read from `hookd_deliveries_total` on the admin listener.
     delivered_by: Option<&'static str>,
 }
 
-fn hookd_config(dir: &Path, admin: &str) -> anyhow::Result<PathBuf> {
-    let config = dir.join("hookd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"{admin}\"\n\
-             [verify]\nsecrets = [\"file:secret\"]\n[store]\ndir = \"state\"\n\
-             [plugins]\ndir = \"plugins\"\n[log]\nformat = \"json\"\nfilter = \"info\"\n"
-        ),
-    )?;
-    Ok(config)
+/// Something a system needs before it can run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Need {
+    /// A binary of this workspace, built with `cargo build --release -p PACKAGE`, that must
+    /// answer `PROBE... --help` successfully (so a subcommand not written yet is noticed).
+    Binary {
+        package: &'static str,
+        bin: &'static str,
+        probe: &'static [&'static str],
+    },
+    /// A plugin of the `plugins/` workspace, built for `wasm32-wasip2`.
+    Plugin {
+        package: &'static str,
+        file: &'static str,
+    },
 }
 
+const CEILING: Need = Need::Binary {
+    package: "hookd-bench",
+    bin: "hookd-ceiling",
+    probe: &[],
+};
+const LOADGEN: Need = Need::Binary {
+    package: "hookd-bench",
+    bin: "hookd-loadgen",
+    probe: &[],
+};
+const HOOKD: Need = Need::Binary {
+    package: "hookd",
+    bin: "hookd",
+    probe: &["serve"],
+};
+const NOOP_PLUGIN: Need = Need::Plugin {
+    package: "fixture-noop",
+    file: "fixture_noop.wasm",
+};
+
+/// The systems, in the order they run at each connection count. The first is the ceiling.
 const SYSTEMS: &[System] = &[
     System {
         name: "ceiling (warp, verify only)",
-        start: |ws, dir| {
-            let mut c = Command::new(ws.bin("hookd-ceiling"));
+        needs: &[CEILING],
+        start: |paths, dir| {
+            let mut c = Command::new(paths.bin("hookd-ceiling"));
             c.args(["--listen", "127.0.0.1:0", "--secret-file"])
                 .arg(dir.join("secret"));
             Ok(c)
         },
-        ready_line: "listening on ",
+        ready: "listening on ",
+        path: "/webhooks",
         delivered_by: None,
     },
     System {
         name: "hookd durable ingest",
-        start: |ws, dir| {
-            let config = hookd_config(dir, "")?;
-            let mut c = Command::new(ws.bin("hookd"));
-            c.args(["serve", "--config"]).arg(&config);
-            Ok(c)
+        needs: &[HOOKD],
+        start: |paths, dir| {
+            std::fs::create_dir_all(dir.join("plugins"))?;
+            hookd_serve(paths, dir, "")
         },
-        ready_line: "ingest listening on ",
+        ready: "ingest listening on ",
+        path: "/webhooks",
         delivered_by: None,
     },
     System {
         name: "hookd + no-op plugin, delivered",
-        start: |ws, dir| {
-            let config = hookd_config(dir, "127.0.0.1:0")?;
+        needs: &[HOOKD, NOOP_PLUGIN],
+        start: |paths, dir| {
             let plugins = dir.join("plugins");
             std::fs::create_dir_all(&plugins)?;
-            std::fs::copy(
-                ws.root
-                    .join("plugins/target/wasm32-wasip2/release/fixture_noop.wasm"),
-                plugins.join("noop.wasm"),
-            )?;
+            let wasm = paths.plugin("fixture_noop.wasm");
+            std::fs::copy(&wasm, plugins.join("noop.wasm"))
+                .with_context(|| format!("cannot copy {}", wasm.display()))?;
             std::fs::write(plugins.join("noop.toml"), "events = [\"*\"]\n")?;
-            let mut c = Command::new(ws.bin("hookd"));
-            c.args(["serve", "--config"]).arg(&config);
-            Ok(c)
+            hookd_serve(paths, dir, "127.0.0.1:0")
         },
-        ready_line: "ingest listening on ",
+        ready: "ingest listening on ",
+        path: "/webhooks",
         delivered_by: Some("noop"),
     },
 ];
 
-struct Workspace {
-    root: PathBuf,
+/// `hookd serve` on a config in `dir`: defaults everywhere except the addresses (OS-picked)
+/// and the paths (inside `dir`), JSON logs at `info` as a service would have.
+fn hookd_serve(paths: &Paths, dir: &Path, admin: &str) -> anyhow::Result<Command> {
+    let config = dir.join("hookd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\npath = \"/webhooks\"\n\
+             [admin]\nlisten = \"{admin}\"\n\
+             [verify]\nsecrets = [\"file:secret\"]\n\
+             [store]\ndir = \"state\"\n\
+             [plugins]\ndir = \"plugins\"\n\
+             [log]\nformat = \"json\"\nfilter = \"info\"\n"
+        ),
+    )
+    .with_context(|| format!("cannot write {}", config.display()))?;
+    let mut c = Command::new(paths.bin("hookd"));
+    c.args(["serve", "--config"]).arg(&config);
+    Ok(c)
 }
 
-impl Workspace {
-    fn bin(&self, name: &str) -> PathBuf {
-        self.root.join("target/release").join(name)
-    }
-}
-
+/// How hard to push.
 struct Settings {
     connections: Vec<usize>,
     requests: usize,
@@ -97,92 +152,360 @@ struct Settings {
     duration_secs: u64,
 }
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let settings = if quick {
-        Settings {
-            connections: vec![32],
+impl Settings {
+    fn full() -> Self {
+        Self {
+            connections: vec![16, 64, 256],
+            requests: 200_000,
+            warmup: 10_000,
+            duration_secs: 20,
+        }
+    }
+
+    /// A smoke run for CI: every system, small counts.
+    fn quick() -> Self {
+        Self {
+            connections: vec![16],
             requests: 5_000,
             warmup: 500,
             duration_secs: 10,
         }
-    } else {
-        Settings {
-            connections: vec![16, 64, 256],
-            requests: 100_000,
-            warmup: 5_000,
-            duration_secs: 30,
-        }
-    };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask lives in the workspace")?
-        .to_owned();
-    let ws = Workspace { root };
-
-    eprintln!("building the plugins…");
-    crate::plugins::build()?;
-    eprintln!("building release binaries…");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&ws.root)
-        .args(["build", "--release", "-p", "hookd", "-p", "hookd-bench"])
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!("release build failed");
     }
 
-    let mut rows = Vec::new();
-    for &connections in &settings.connections {
-        for system in SYSTEMS {
-            eprintln!("{} with {connections} connections…", system.name);
-            let report = measure(&ws, system, connections, &settings)
-                .with_context(|| format!("benchmarking {}", system.name))?;
-            rows.push(json!({"system": system.name, "connections": connections, "report": report}));
-        }
+    /// The longest a loadgen run may take before it is killed: signing, the warm-up and the
+    /// measured phase (each bounded by the duration), the last requests' timeout, slack.
+    fn loadgen_limit(&self) -> Duration {
+        Duration::from_secs(2 * self.duration_secs + 10 + 30)
     }
-    print_table(&rows);
-    let out = ws.root.join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    let machine = machine();
-    std::fs::write(
-        out.join("ingest.json"),
-        serde_json::to_string_pretty(&json!({"machine": machine, "results": rows}))?,
-    )?;
-    eprintln!("written to {}", out.join("ingest.json").display());
+}
+
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--connections N[,N...]]\n\
+    \n  --quick            smoke run: 16 connections, 5,000 requests per system\
+    \n  --connections LIST connection counts to run every system at (default 16,64,256)";
+
+/// Where things are.
+struct Paths {
+    root: PathBuf,
+    target: PathBuf,
+}
+
+impl Paths {
+    fn new() -> anyhow::Result<Self> {
+        let root = crate::plugins::root()?;
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => root.join(dir),
+            None => root.join("target"),
+        };
+        Ok(Self { root, target })
+    }
+
+    fn bin(&self, name: &str) -> PathBuf {
+        self.target.join("release").join(name)
+    }
+
+    /// Where each system's fresh temp dir (config, store, output) is made.
+    fn runs(&self) -> PathBuf {
+        self.target.join("bench")
+    }
+
+    fn plugin(&self, file: &str) -> PathBuf {
+        self.root
+            .join("plugins/target/wasm32-wasip2/release")
+            .join(file)
+    }
+}
+
+/// Set by SIGINT / SIGTERM; every wait in here checks it.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
     Ok(())
 }
 
-/// Starts `system`, drives it, stops it: always, also on error.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let mut settings = Settings::full();
+    let mut connections = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => settings = Settings::quick(),
+            "--connections" => {
+                let list = args.next().context("--connections needs a value")?;
+                connections = Some(parse_connections(list)?);
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+    }
+    if let Some(connections) = connections {
+        settings.connections = connections;
+    }
+    let paths = Paths::new()?;
+    catch_signals();
+    let begun = Instant::now();
+
+    // Build what the systems need; a system whose needs fail is skipped, not fatal, so the
+    // harness keeps working while a system is being written.
+    let mut needs: Vec<Need> = vec![LOADGEN];
+    for need in SYSTEMS.iter().flat_map(|s| s.needs) {
+        if !needs.contains(need) {
+            needs.push(*need);
+        }
+    }
+    let mut missing: Vec<(Need, String)> = Vec::new();
+    let mut built = Vec::new();
+    for need in needs {
+        interrupted()?;
+        if let Err(why) = provide(&paths, need, &mut built) {
+            eprintln!("bench: {why}");
+            missing.push((need, why));
+        }
+    }
+    if let Some((_, why)) = missing.iter().find(|(n, _)| *n == LOADGEN || *n == CEILING) {
+        bail!("the load generator and the ceiling are required: {why}");
+    }
+
+    std::fs::create_dir_all(paths.runs())
+        .with_context(|| format!("cannot create {}", paths.runs().display()))?;
+    let filesystem = filesystem(&paths.runs());
+    if filesystem
+        .as_deref()
+        .is_some_and(|fs| fs == "tmpfs" || fs == "ramfs")
+    {
+        eprintln!(
+            "bench: warning: {} is on {}: fsync costs nothing there, so durable figures \
+             are better than on a disk",
+            paths.runs().display(),
+            filesystem.as_deref().unwrap_or_default()
+        );
+    }
+    let machine = machine();
+    let mut rows = Vec::new();
+    for &connections in &settings.connections {
+        for system in SYSTEMS {
+            interrupted()?;
+            if let Some((_, why)) = missing.iter().find(|(n, _)| system.needs.contains(n)) {
+                eprintln!("bench: skipping `{}`: {why}", system.name);
+                rows.push(Row::skipped(system, connections, why));
+                continue;
+            }
+            eprintln!("bench: {} at {connections} connections…", system.name);
+            let row = match measure(&paths, system, connections, &settings) {
+                Ok(report) => Row::measured(system, connections, report),
+                Err(e) => {
+                    interrupted()?;
+                    eprintln!("bench: {} failed: {e:#}", system.name);
+                    Row::failed(system, connections, &format!("{e:#}"))
+                }
+            };
+            rows.push(row);
+        }
+    }
+    // Each row against the ceiling measured at the same connection count in this run; a
+    // row with failed requests gets no ratio, its throughput is not the ingest path's.
+    let ceilings: Vec<(usize, f64)> = rows
+        .iter()
+        .filter(|r| r.ceiling)
+        .filter_map(|r| Some((r.connections, r.requests_per_sec()?)))
+        .collect();
+    for row in rows.iter_mut().filter(|r| !r.is_failure()) {
+        row.ratio = ceilings
+            .iter()
+            .find(|(c, _)| *c == row.connections)
+            .and_then(|(_, base)| Some(row.requests_per_sec()? / base));
+    }
+
+    print_table(&rows);
+    let out = paths.runs().join("ingest.json");
+    let results = json!({
+        "machine": machine,
+        "store_filesystem": filesystem,
+        "load_average_after": load_average(),
+        "commit": commit(&paths.root),
+        "unix_time": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "seconds": begun.elapsed().as_secs_f64(),
+        "settings": {
+            "connections": settings.connections,
+            "requests": settings.requests,
+            "warmup_requests": settings.warmup,
+            "duration_secs": settings.duration_secs,
+        },
+        "results": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!(
+        "bench: written to {} ({:.0} s in all)",
+        out.display(),
+        begun.elapsed().as_secs_f64()
+    );
+
+    let failed: Vec<_> = rows.iter().filter(|r| r.is_failure()).collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} runs failed or had non-2xx answers or errors (see the table)",
+            failed.len(),
+            rows.len()
+        );
+    }
+    Ok(())
+}
+
+fn parse_connections(list: &str) -> anyhow::Result<Vec<usize>> {
+    list.split(',')
+        .map(|n| match n.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => bail!("--connections `{list}`: expected positive numbers separated by commas"),
+        })
+        .collect()
+}
+
+/// The webhook secret every system is configured with, written to `secret` in its temp dir.
+const SECRET: &str = "hookd-bench-secret-0123456789abcdef";
+
+/// Builds (or checks) one need. `built` remembers each package's build outcome.
+fn provide(
+    paths: &Paths,
+    need: Need,
+    built: &mut Vec<(&'static str, Result<(), String>)>,
+) -> Result<(), String> {
+    match need {
+        Need::Binary {
+            package,
+            bin,
+            probe,
+        } => {
+            let outcome = match built.iter().find(|(p, _)| *p == package) {
+                Some((_, outcome)) => outcome.clone(),
+                None => {
+                    eprintln!("bench: cargo build --release -p {package}");
+                    let outcome = run_bounded(
+                        crate::plugins::cargo().current_dir(&paths.root).args([
+                            "build",
+                            "--release",
+                            "-p",
+                            package,
+                        ]),
+                        Duration::from_secs(3600),
+                    )
+                    .and_then(|status| {
+                        if status.success() {
+                            Ok(())
+                        } else {
+                            bail!("{status}")
+                        }
+                    })
+                    .map_err(|e| format!("`cargo build --release -p {package}` failed: {e:#}"));
+                    built.push((package, outcome.clone()));
+                    outcome
+                }
+            };
+            outcome?;
+            let path = paths.bin(bin);
+            if !path.is_file() {
+                return Err(format!("{} was not built", path.display()));
+            }
+            let answered = run_bounded(
+                Command::new(&path)
+                    .args(probe)
+                    .arg("--help")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+                Duration::from_secs(10),
+            );
+            match answered {
+                Ok(status) if status.success() => Ok(()),
+                _ => Err(format!(
+                    "`{} {}--help` does not work yet",
+                    path.display(),
+                    probe.iter().map(|p| format!("{p} ")).collect::<String>()
+                )),
+            }
+        }
+        Need::Plugin { package, file } => {
+            eprintln!(
+                "bench: cargo build --release --target wasm32-wasip2 -p {package} (plugins/)"
+            );
+            let status = run_bounded(
+                crate::plugins::cargo()
+                    .current_dir(paths.root.join("plugins"))
+                    .args([
+                        "build",
+                        "--release",
+                        "--target",
+                        "wasm32-wasip2",
+                        "-p",
+                        package,
+                    ])
+                    .env_remove("CARGO_TARGET_DIR"),
+                Duration::from_secs(3600),
+            );
+            match status {
+                Ok(status) if status.success() && paths.plugin(file).is_file() => Ok(()),
+                Ok(status) => Err(format!("building the plugin `{package}` failed ({status})")),
+                Err(e) => Err(format!("building the plugin `{package}` failed: {e:#}")),
+            }
+        }
+    }
+}
+
+/// Runs `command` to completion, killing it after `limit` or on Ctrl-C.
+fn run_bounded(command: &mut Command, limit: Duration) -> anyhow::Result<ExitStatus> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = Killed(
+        command
+            .spawn()
+            .with_context(|| format!("cannot start {program}"))?,
+    );
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.0.try_wait()? {
+            return Ok(status);
+        }
+        interrupted()?;
+        if Instant::now() > deadline {
+            bail!("{program} took longer than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `system`, drives it with the load generator, stops it: always, also on error.
 fn measure(
-    ws: &Workspace,
+    paths: &Paths,
     system: &System,
     connections: usize,
     settings: &Settings,
 ) -> anyhow::Result<Value> {
-    let dir = std::env::temp_dir().join(format!("hookd-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("secret"), "hookd-bench-secret-0123456789abcdef")?;
-    let mut command = (system.start)(ws, &dir)?;
-    let child = command
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", system.name))?;
-    let mut guard = Running(child);
-    let lines = stdout_lines(&mut guard.0)?;
-    let addr = wait_line(&lines, system.ready_line)?;
+    // Under target/, not the system temp dir: /tmp is often tmpfs, where fsync costs nothing
+    // and a durable store would look faster than it is on a disk.
+    let dir = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(paths.runs())
+        .with_context(|| format!("cannot make a temp dir in {}", paths.runs().display()))?;
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).context("cannot write the secret file")?;
+    let mut command = (system.start)(paths, dir.path())?;
+    command.current_dir(dir.path()).stdin(Stdio::null());
+    // Declared after `dir`, so it is dropped (killed) before the dir is removed.
+    let mut sut = Supervised::spawn(command, system.name, dir.path().join("output.log"))?;
+    let addr = sut.wait_for_addr(system.ready, Duration::from_secs(30))?;
     let admin = match system.delivered_by {
-        Some(_) => Some(wait_line(&lines, "admin listening on ")?),
+        Some(_) => Some(sut.wait_for_addr("admin listening on ", Duration::from_secs(30))?),
         None => None,
     };
-    let started = Instant::now();
-    let output = Command::new(ws.bin("hookd-loadgen"))
-        .args(["--url", &format!("http://{addr}/webhooks"), "--secret-file"])
-        .arg(dir.join("secret"))
+
+    let mut loadgen = Command::new(paths.bin("hookd-loadgen"));
+    loadgen
+        .args(["--url", &format!("http://{addr}{}", system.path)])
+        .arg("--secret-file")
+        .arg(&secret)
         .args([
             "--connections",
             &connections.to_string(),
@@ -194,39 +517,90 @@ fn measure(
             &settings.duration_secs.to_string(),
             "--json",
         ])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run hookd-loadgen")?;
-    if !output.status.success() {
-        bail!("hookd-loadgen failed");
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    own_group_and_die_with_us(&mut loadgen);
+    let mut loadgen = Killed(loadgen.spawn().context("cannot start hookd-loadgen")?);
+    let deadline = Instant::now() + settings.loadgen_limit();
+    let status = loop {
+        if let Some(status) = loadgen.0.try_wait()? {
+            break status;
+        }
+        interrupted()?;
+        if Instant::now() > deadline {
+            bail!(
+                "hookd-loadgen ran longer than {:?}; killed",
+                settings.loadgen_limit()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let load_ended = Instant::now();
+    let mut stdout = String::new();
+    if let Some(mut out) = loadgen.0.stdout.take() {
+        out.read_to_string(&mut stdout)
+            .context("cannot read hookd-loadgen's output")?;
     }
-    let mut report: Value = serde_json::from_slice(&output.stdout)?;
+    if !status.success() {
+        bail!("hookd-loadgen failed ({status})");
+    }
+    let mut report: Value =
+        serde_json::from_str(&stdout).context("hookd-loadgen's output is not its JSON report")?;
+    if let Some(status) = sut.exited()? {
+        bail!(
+            "{} exited during the run ({status}); its last lines:\n{}",
+            system.name,
+            sut.tail()
+        );
+    }
+
     if let (Some(plugin), Some(admin)) = (system.delivered_by, admin) {
-        // Every acknowledged request, warm-up included, must be delivered.
-        let expected = report["ok"].as_u64().unwrap_or(0) + settings.warmup as u64;
+        // Every event acknowledged, warm-up included, must reach the plugin.
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        let warmup_ok =
+            n(&report["warmup"]["requests"]).saturating_sub(n(&report["warmup"]["non_2xx"]));
+        let expected = n(&report["ok"]) + warmup_ok;
         let metric = format!("hookd_deliveries_total{{plugin=\"{plugin}\",outcome=\"ok\"}} ");
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let limit = Duration::from_secs(120);
         let delivered = loop {
             let n = scrape(&admin, &metric).unwrap_or(0);
-            if n >= expected || Instant::now() > deadline {
+            if n >= expected || load_ended.elapsed() > limit {
                 break n;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            interrupted()?;
+            if let Some(status) = sut.exited()? {
+                bail!(
+                    "{} exited while delivering ({status}); its last lines:\n{}",
+                    system.name,
+                    sut.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         };
-        let seconds = started.elapsed().as_secs_f64();
+        let lag = load_ended.elapsed().as_secs_f64();
+        // From the warm-up's first request to the last delivery.
+        let window = report["warmup"]["seconds"].as_f64().unwrap_or(0.0)
+            + report["seconds"].as_f64().unwrap_or(0.0)
+            + lag;
         report["delivered"] = json!(delivered);
-        report["delivered_per_sec"] = json!(delivered as f64 / seconds);
-        report["delivered_seconds"] = json!(seconds);
+        report["delivered_expected"] = json!(expected);
+        report["delivered_lag_seconds"] = json!(lag);
+        report["delivered_per_sec"] = json!(delivered as f64 / window.max(f64::EPSILON));
     }
-    drop(guard);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(sut);
+    drop(dir);
     Ok(report)
 }
 
 /// Reads the value of the metric line starting with `prefix` from `GET /metrics`.
 fn scrape(admin: &str, prefix: &str) -> Option<u64> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(admin).ok()?;
+    use std::io::Write as _;
+    let timeout = Some(Duration::from_secs(2));
+    let addr: SocketAddr = admin.parse().ok()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(timeout).ok()?;
+    stream.set_write_timeout(timeout).ok()?;
     stream
         .write_all(
             format!("GET /metrics HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n")
@@ -241,75 +615,281 @@ fn scrape(admin: &str, prefix: &str) -> Option<u64> {
         .map(|v| v as u64)
 }
 
-/// Kills the child when dropped.
-struct Running(Child);
+/// Puts the child in its own process group (a Ctrl-C on the terminal reaches only us, and we
+/// stop it) and, on Linux, has the kernel kill it if we die without getting the chance.
+fn own_group_and_die_with_us(command: &mut Command) {
+    command.process_group(0);
+    #[cfg(target_os = "linux")]
+    // SAFETY: the closure runs between fork and exec; prctl is async-signal-safe and
+    // touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
 
-impl Drop for Running {
+/// A child process (leader of its own process group) that is killed, with its whole group,
+/// when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        if let Ok(None) = self.0.try_wait() {
+            // Not yet reaped, so the group id (= its pid) cannot have been reused.
+            if let Ok(pid) = i32::try_from(self.0.id()) {
+                // SAFETY: kill(2) with a negative pid signals that process group; no memory
+                // is involved.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+            let _ = self.0.kill();
+        }
         let _ = self.0.wait();
     }
 }
 
-/// The child's stdout lines, as they come.
-fn stdout_lines(child: &mut Child) -> anyhow::Result<std::sync::mpsc::Receiver<String>> {
-    let stdout = child.stdout.take().context("no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(rx)
+/// A system under test: its process, with stdout and stderr going to one log file in its
+/// temp dir. Nothing reads that file while the load runs, so watching the system costs no CPU
+/// that the system could have used.
+struct Supervised {
+    child: Killed,
+    name: &'static str,
+    log: PathBuf,
 }
 
-/// Waits for the line starting with `prefix` and returns the rest (an address).
-fn wait_line(lines: &std::sync::mpsc::Receiver<String>, prefix: &str) -> anyhow::Result<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .with_context(|| format!("no `{prefix}` line within 30 s"))?;
-        if let Some(rest) = line.strip_prefix(prefix) {
-            return Ok(rest.trim().to_owned());
+impl Supervised {
+    fn spawn(mut command: Command, name: &'static str, log: PathBuf) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        // Both descriptors share one file offset, so lines from the two streams never
+        // overwrite each other.
+        command.stdout(file.try_clone()?).stderr(file);
+        own_group_and_die_with_us(&mut command);
+        let child = Killed(
+            command
+                .spawn()
+                .with_context(|| format!("cannot start {name}"))?,
+        );
+        Ok(Self { child, name, log })
+    }
+
+    /// Waits for a line with `marker` followed by an address, and returns the address.
+    fn wait_for_addr(&mut self, marker: &str, limit: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            // Startup output is short; read it all each time.
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(addr) = text.lines().find_map(|l| address_after(l, marker)) {
+                return Ok(addr);
+            }
+            interrupted()?;
+            if let Some(status) = self.exited()? {
+                bail!(
+                    "{} exited before printing `{marker}<address>` ({status}); its last lines:\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} printed no `{marker}<address>` line within {limit:?}; its last lines:\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        Ok(self.child.0.try_wait()?)
+    }
+
+    /// The last lines of the system's output, indented, for error messages.
+    fn tail(&self) -> String {
+        const BYTES: u64 = 4096;
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log) {
+            let len = file.metadata().map_or(0, |m| m.len());
+            let _ = file.seek(SeekFrom::Start(len.saturating_sub(BYTES)));
+            let mut bytes = Vec::new();
+            let _ = file.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        // The first line may be cut; 20 lines is enough to see why.
+        lines[lines.len().saturating_sub(20)..]
+            .iter()
+            .map(|l| format!("  {l}\n"))
+            .collect()
     }
 }
 
-fn print_table(rows: &[Value]) {
+/// The `IP:PORT` right after `marker` in `line`, e.g. in `ingest listening on 127.0.0.1:8080`
+/// or in a JSON log line `…"listening on 127.0.0.1:8080"…`.
+fn address_after(line: &str, marker: &str) -> Option<String> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
+        .unwrap_or(rest.len());
+    let addr = &rest[..end];
+    addr.parse::<SocketAddr>().ok().map(|_| addr.to_owned())
+}
+
+/// One system at one connection count.
+struct Row {
+    system: &'static str,
+    ceiling: bool,
+    connections: usize,
+    outcome: Outcome,
+    ratio: Option<f64>,
+}
+
+enum Outcome {
+    Measured(Value),
+    Skipped(String),
+    Failed(String),
+}
+
+impl Row {
+    fn new(system: &System, connections: usize, outcome: Outcome) -> Self {
+        Self {
+            system: system.name,
+            ceiling: SYSTEMS.first().is_some_and(|c| c.name == system.name),
+            connections,
+            outcome,
+            ratio: None,
+        }
+    }
+
+    fn measured(system: &System, connections: usize, report: Value) -> Self {
+        Self::new(system, connections, Outcome::Measured(report))
+    }
+
+    fn skipped(system: &System, connections: usize, why: &str) -> Self {
+        Self::new(system, connections, Outcome::Skipped(why.to_owned()))
+    }
+
+    fn failed(system: &System, connections: usize, why: &str) -> Self {
+        Self::new(system, connections, Outcome::Failed(why.to_owned()))
+    }
+
+    fn report(&self) -> Option<&Value> {
+        match &self.outcome {
+            Outcome::Measured(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    fn requests_per_sec(&self) -> Option<f64> {
+        self.report()?["requests_per_sec"].as_f64()
+    }
+
+    /// Failed to run, or ran with any non-2xx answer, error, or undelivered event.
+    fn is_failure(&self) -> bool {
+        match &self.outcome {
+            Outcome::Measured(r) => {
+                let n = |v: &Value| v.as_u64().unwrap_or(0);
+                n(&r["non_2xx"])
+                    + n(&r["errors"])
+                    + n(&r["warmup"]["non_2xx"])
+                    + n(&r["warmup"]["errors"])
+                    > 0
+                    || r.get("delivered")
+                        .is_some_and(|d| n(d) < n(&r["delivered_expected"]))
+            }
+            Outcome::Skipped(_) => false,
+            Outcome::Failed(_) => true,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let (status, detail) = match &self.outcome {
+            Outcome::Measured(r) => ("measured", r.clone()),
+            Outcome::Skipped(why) => ("skipped", json!(why)),
+            Outcome::Failed(why) => ("failed", json!(why)),
+        };
+        json!({
+            "system": self.system,
+            "connections": self.connections,
+            "status": status,
+            "ratio_to_ceiling": self.ratio,
+            if status == "measured" { "report" } else { "reason" }: detail,
+        })
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!();
     println!(
-        "\n| system | connections | requests | req/s | p50 ms | p99 ms | non-2xx + errors | vs ceiling | delivered/s |"
+        "| system | connections | requests | req/s | p50 ms | p99 ms | non-2xx | errors | vs ceiling | delivered/s |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut notes = Vec::new();
     for row in rows {
-        let r = &row["report"];
-        let ceiling = rows
-            .iter()
-            .find(|c| {
-                c["connections"] == row["connections"]
-                    && c["system"]
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("ceiling"))
-            })
-            .and_then(|c| c["report"]["requests_per_sec"].as_f64());
-        let rps = r["requests_per_sec"].as_f64().unwrap_or(0.0);
-        let ratio = ceiling.map_or("-".to_owned(), |c| format!("{:.0}%", 100.0 * rps / c));
-        let delivered = r["delivered_per_sec"]
-            .as_f64()
-            .map_or("-".to_owned(), |d| format!("{d:.0}"));
+        let Some(r) = row.report() else {
+            let (what, why) = match &row.outcome {
+                Outcome::Skipped(why) => ("skipped", why),
+                Outcome::Failed(why) => ("FAILED", why),
+                Outcome::Measured(_) => continue,
+            };
+            println!(
+                "| {} | {} | {what} | | | | | | | |",
+                row.system, row.connections
+            );
+            notes.push(format!(
+                "{} at {}: {what}: {}",
+                row.system,
+                row.connections,
+                why.trim_end()
+            ));
+            continue;
+        };
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+        let delivered = match r.get("delivered_per_sec") {
+            Some(d) if n(&r["delivered"]) < n(&r["delivered_expected"]) => format!(
+                "{:.0} ({} of {} delivered)",
+                f(d),
+                n(&r["delivered"]),
+                n(&r["delivered_expected"])
+            ),
+            Some(d) => format!("{:.0}", f(d)),
+            None => "-".to_owned(),
+        };
         println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {delivered} |",
-            row["system"].as_str().unwrap_or("?"),
-            row["connections"],
-            r["requests"],
-            rps,
-            r["p50_ms"].as_f64().unwrap_or(0.0),
-            r["p99_ms"].as_f64().unwrap_or(0.0),
-            r["non_2xx"].as_u64().unwrap_or(0) + r["errors"].as_u64().unwrap_or(0),
-            ratio
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {delivered} |",
+            row.system,
+            row.connections,
+            n(&r["requests"]),
+            f(&r["requests_per_sec"]),
+            f(&r["p50_ms"]),
+            f(&r["p99_ms"]),
+            n(&r["non_2xx"]) + n(&r["warmup"]["non_2xx"]),
+            n(&r["errors"]) + n(&r["warmup"]["errors"]),
+            row.ratio
+                .map_or("-".to_owned(), |x| format!("{:.0}%", 100.0 * x)),
         );
+        if r["stopped_by"] == "duration" {
+            notes.push(format!(
+                "{} at {}: stopped by the time bound before all requests were sent",
+                row.system, row.connections
+            ));
+        }
+        if let Some(e) = r["first_error"].as_str() {
+            notes.push(format!(
+                "{} at {}: first error: {e}",
+                row.system, row.connections
+            ));
+        }
+    }
+    for note in notes {
+        println!("- {note}");
     }
 }
 
@@ -326,5 +906,128 @@ fn machine() -> Value {
     json!({
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu": cpu,
+        "load_average_before": load_average(),
     })
+}
+
+/// The type of the filesystem holding `path` (the mount with the longest matching prefix).
+fn filesystem(path: &Path) -> Option<String> {
+    let path = path.canonicalize().ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, point, fs) = (fields.next()?, fields.next()?, fields.next()?);
+            // Spaces in mount points are written as \040.
+            let point = PathBuf::from(point.replace("\\040", " "));
+            path.starts_with(&point)
+                .then(|| (point.as_os_str().len(), fs.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, fs)| fs)
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine skews every figure.
+fn load_average() -> Value {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| {
+            s.split_whitespace()
+                .take(3)
+                .filter_map(|v| v.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .map_or(Value::Null, |v| json!(v))
+}
+
+/// The commit measured, `+dirty` if tracked files were changed.
+fn commit(root: &Path) -> Value {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(head) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            json!(if dirty { format!("{head}+dirty") } else { head })
+        }
+        None => Value::Null,
+    }
+}
+
+/// SIGINT and SIGTERM set [`INTERRUPTED`]; the waits notice it and unwind, which kills every
+/// child and removes every temp dir on the way out.
+fn catch_signals() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        INTERRUPTED.store(true, Ordering::Relaxed);
+    }
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(signal, handler as libc::sighandler_t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_found_in_plain_and_json_lines() {
+        let cases = [
+            (
+                "listening on 127.0.0.1:4242",
+                "listening on ",
+                Some("127.0.0.1:4242"),
+            ),
+            (
+                "ingest listening on 127.0.0.1:80",
+                "ingest listening on ",
+                Some("127.0.0.1:80"),
+            ),
+            (
+                "admin listening on 127.0.0.1:9",
+                "ingest listening on ",
+                None,
+            ),
+            (
+                r#"{"level":"INFO","message":"listening on [::1]:8080","listener":"ingest"}"#,
+                "listening on ",
+                Some("[::1]:8080"),
+            ),
+            ("listening on somewhere", "listening on ", None),
+        ];
+        for (line, marker, expected) in cases {
+            assert_eq!(address_after(line, marker).as_deref(), expected, "{line}");
+        }
+    }
+
+    #[test]
+    fn connection_lists_are_positive_numbers() {
+        assert_eq!(
+            parse_connections("16,64, 256").ok(),
+            Some(vec![16, 64, 256])
+        );
+        assert!(parse_connections("0").is_err());
+        assert!(parse_connections("16,,64").is_err());
+        assert!(parse_connections("many").is_err());
+    }
+
+    #[test]
+    fn the_first_system_is_the_ceiling_and_names_are_unique() {
+        assert!(SYSTEMS[0].needs.contains(&CEILING));
+        for (i, a) in SYSTEMS.iter().enumerate() {
+            assert!(SYSTEMS[i + 1..].iter().all(|b| b.name != a.name));
+        }
+    }
 }

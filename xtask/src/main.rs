@@ -3,9 +3,9 @@
 //! - `cargo xtask run`: build the example plugins and run the daemon on `config/hookd.toml`.
 //! - `cargo xtask plugins`: build the example plugins into `target/plugins/` (`NAME.wasm` +
 //!   `NAME.toml`).
-//! - `cargo xtask bench [--quick]`: the ingest benchmark, every system one after another on
-//!   loopback in the same run, with the same load generator; prints one table and writes
-//!   `target/bench/ingest.json`.
+//! - `cargo xtask bench [--quick] [--connections N,N...]`: the ingest benchmark, every system
+//!   one after another on loopback in the same run, with the same load generator; prints one
+//!   table and writes `target/bench/ingest.json`.
 
 mod bench;
 mod plugins;
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Some("plugins") => plugins::build().map(drop),
         Some("run") => plugins::run(),
         _ => {
-            eprintln!("usage: cargo xtask run | plugins | bench [--quick]");
+            eprintln!("usage: cargo xtask run | plugins | bench [--quick] [--connections N,N...]");
             return ExitCode::from(2);
         }
     };

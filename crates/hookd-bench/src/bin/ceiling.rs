@@ -1,7 +1,10 @@
 //! `hookd-ceiling`: the reference point for ingest benchmarks. A bare warp endpoint that reads
-//! the body, verifies its signature and answers 200; no parsing, no storage, no logging.
+//! the body (capped at 1 MiB), verifies its signature and answers 200; no parsing, no
+//! storage, no logging.
 //!
-//! Whatever hookd does beyond this (parse, dedup, durable commit) is measured against it.
+//! Whatever hookd does beyond this (parse, dedup, durable commit) is measured against it, so
+//! it is kept as lean as a well-written verify-only endpoint would be: a multi-threaded
+//! runtime, the HMAC key schedule computed once, static answers.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,14 +15,20 @@ use bytes::Bytes;
 use clap::Parser;
 use hookd_core::{SIGNATURE_HEADER, Verifier};
 use warp::Filter;
+use warp::http::header::CONTENT_TYPE;
 use warp::http::{HeaderValue, StatusCode};
+
+/// Bodies above this are refused with 413, from their Content-Length, before being read.
+const MAX_BODY_BYTES: u64 = 1024 * 1024;
 
 #[derive(Parser)]
 #[command(about = "Verify-only webhook endpoint: the ingest benchmark's ceiling")]
 struct Args {
+    /// Address to listen on; port 0 picks a free port. The first stdout line is
+    /// `listening on IP:PORT`.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// File holding the webhook secret.
+    /// File holding the webhook secret (a trailing newline is ignored).
     #[arg(long)]
     secret_file: PathBuf,
 }
@@ -27,30 +36,31 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let secret = hookd_config::SecretSource::File(args.secret_file.display().to_string())
-        .resolve(std::path::Path::new(""))
-        .map_err(anyhow::Error::msg)?;
-    let verifier = Arc::new(Verifier::new([&secret]).context("no secret")?);
+    let secret = hookd_bench::read_secret(&args.secret_file)?;
+    let verifier = Arc::new(Verifier::new([&secret])?);
     let route = warp::post()
         .and(warp::path("webhooks"))
         .and(warp::path::end())
         .and(warp::header::optional::<HeaderValue>(SIGNATURE_HEADER))
-        .and(warp::body::content_length_limit(1024 * 1024))
+        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
         .and(warp::body::bytes())
         .map(move |signature: Option<HeaderValue>, body: Bytes| {
-            let verified = verifier.verify(&body, signature.as_ref().map(HeaderValue::as_bytes));
-            match verified {
-                Ok(()) => warp::reply::with_status(r#"{"ok":true}"#, StatusCode::OK),
-                Err(_) => warp::reply::with_status(
-                    r#"{"error":"unauthorized"}"#,
-                    StatusCode::UNAUTHORIZED,
-                ),
-            }
+            let (status, answer) =
+                match verifier.verify(&body, signature.as_ref().map(HeaderValue::as_bytes)) {
+                    Ok(()) => (StatusCode::OK, r#"{"ok":true}"#),
+                    Err(_) => (StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#),
+                };
+            warp::reply::with_status(
+                warp::reply::with_header(answer, CONTENT_TYPE, "application/json"),
+                status,
+            )
         });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("listening on {}", listener.local_addr()?);
+    let bound = listener.local_addr().context("no local address")?;
+    // Scripts read the port from this line (picking a free port first would be racy).
+    println!("listening on {bound}");
     warp::serve(route).incoming(listener).run().await;
     Ok(())
 }
