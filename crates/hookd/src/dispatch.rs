@@ -137,9 +137,10 @@ impl Subscriptions for Routes {
 #[derive(Default)]
 struct Tracker {
     running: HashSet<Key>,
-    /// When recently finished attempts were recorded (store time, and local time for
-    /// expiry): a copy of the row read before that is stale.
-    finished: HashMap<Key, (i64, std::time::Instant)>,
+    /// Recently finished attempts: when they were recorded (store time), how many attempts
+    /// the row then counted, and local time for expiry. A copy of the row read before the
+    /// record is stale.
+    finished: HashMap<Key, (i64, u32, std::time::Instant)>,
 }
 
 /// What the dispatcher needs.
@@ -156,8 +157,17 @@ pub struct Dispatcher {
 
 type Key = (i64, String);
 
-/// A finished attempt on its way to the store.
-type Finished = (Key, AttemptRecord);
+/// A finished attempt on its way to the store, with the attempts the row counts after it.
+type Finished = (Key, u32, AttemptRecord);
+
+/// Whether `copy` of a delivery row was read before the attempt recorded at `recorded_at_ms`
+/// (which left the row at `attempts_after`). Timestamps are milliseconds, so an attempt can be
+/// recorded in the same millisecond the row was last written: then the attempt count decides.
+/// A replay writes a later timestamp, so its copy is never stale.
+fn is_stale(copy: &DueDelivery, recorded_at_ms: i64, attempts_after: u32) -> bool {
+    copy.updated_at_ms < recorded_at_ms
+        || (copy.updated_at_ms == recorded_at_ms && copy.attempts < attempts_after)
+}
 
 impl Dispatcher {
     /// Runs until `stop` turns true; then waits (up to `grace`) for running deliveries and
@@ -183,7 +193,7 @@ impl Dispatcher {
                 self.refresh_pending_gauge().await;
                 lock(&tracker)
                     .finished
-                    .retain(|_, (_, at)| at.elapsed() < COMPLETED_MEMORY);
+                    .retain(|_, (_, _, at)| at.elapsed() < COMPLETED_MEMORY);
             }
             while let Ok(hint) = self.hints.try_recv() {
                 if backlog.len() < BACKLOG_MAX {
@@ -212,7 +222,7 @@ impl Dispatcher {
                     let stale = t
                         .finished
                         .get(&key)
-                        .is_some_and(|(at, _)| d.updated_at_ms < *at);
+                        .is_some_and(|(at, attempts, _)| is_stale(&d, *at, *attempts));
                     if stale || !t.running.insert(key.clone()) {
                         continue;
                     }
@@ -325,7 +335,7 @@ impl Dispatcher {
                     result,
                     at_ms: now,
                 };
-                let _ = records.send((key, record));
+                let _ = records.send((key, attempt, record));
             }
             .instrument(span),
         );
@@ -357,8 +367,8 @@ async fn record_loop(
     while rx.recv_many(&mut batch, 1024).await > 0 {
         let mut keys = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
-        for (key, record) in batch.drain(..) {
-            keys.push((key, record.at_ms));
+        for (key, attempts, record) in batch.drain(..) {
+            keys.push((key, record.at_ms, attempts));
             records.push(record);
         }
         loop {
@@ -374,9 +384,9 @@ async fn record_loop(
         }
         let now = std::time::Instant::now();
         let mut t = lock(&tracker);
-        for (key, at_ms) in keys {
+        for (key, at_ms, attempts) in keys {
             t.running.remove(&key);
-            t.finished.insert(key, (at_ms, now));
+            t.finished.insert(key, (at_ms, attempts, now));
         }
         drop(t);
         freed.notify_one();
@@ -467,6 +477,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn copies_read_before_a_record_are_stale() {
+        let copy = |updated_at_ms, attempts| DueDelivery {
+            event_seq: 1,
+            plugin: "p".into(),
+            attempts,
+            event_id: "e".into(),
+            event_type: "t".into(),
+            payload: "{}".into(),
+            received_at_ms: 100,
+            updated_at_ms,
+        };
+        // First attempt recorded at 105, leaving 1 attempt.
+        assert!(is_stale(&copy(100, 0), 105, 1), "read before the record");
+        assert!(is_stale(&copy(105, 0), 105, 1), "same millisecond, fewer attempts");
+        assert!(!is_stale(&copy(105, 1), 105, 1), "the row after a retry record");
+        assert!(!is_stale(&copy(200, 0), 105, 1), "replayed later");
     }
 
     #[test]
