@@ -493,8 +493,14 @@ mod tests {
         };
         // First attempt recorded at 105, leaving 1 attempt.
         assert!(is_stale(&copy(100, 0), 105, 1), "read before the record");
-        assert!(is_stale(&copy(105, 0), 105, 1), "same millisecond, fewer attempts");
-        assert!(!is_stale(&copy(105, 1), 105, 1), "the row after a retry record");
+        assert!(
+            is_stale(&copy(105, 0), 105, 1),
+            "same millisecond, fewer attempts"
+        );
+        assert!(
+            !is_stale(&copy(105, 1), 105, 1),
+            "the row after a retry record"
+        );
         assert!(!is_stale(&copy(200, 0), 105, 1), "replayed later");
     }
 
