@@ -127,7 +127,14 @@ async fn a_full_queue_is_refused_at_once() {
     });
     let lock = lock_database(dir.path());
     let first = store.submit(event("q0", &[])).unwrap(); // taken by the (blocked) writer
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.queue_len() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never took the first event"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let queued: Vec<_> = (1..=2)
         .map(|i| store.submit(event(&format!("q{i}"), &[])).unwrap())
         .collect();
