@@ -74,17 +74,25 @@ pub(crate) fn due(
     if plugins.is_empty() {
         return Ok(Vec::new());
     }
-    let marks = vec!["?"; plugins.len()].join(",");
+    // Numbered from ?3: ?1 is the time, ?2 the limit. The text depends only on how many
+    // plugins there are, so the cached statement is reused.
+    let marks = (3..3 + plugins.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let sql = format!(
         "SELECT d.event_seq, d.plugin, d.attempts, e.id, e.type, e.payload, e.received_at_ms,
                 d.updated_at_ms
          FROM deliveries d JOIN events e ON e.seq = d.event_seq
          WHERE d.state = 'pending' AND d.next_attempt_at_ms <= ?1 AND d.plugin IN ({marks})
          ORDER BY d.next_attempt_at_ms, d.event_seq
-         LIMIT {limit}"
+         LIMIT ?2"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let mut values: Vec<rusqlite::types::Value> = vec![now_ms.into()];
+    let mut values: Vec<rusqlite::types::Value> = vec![
+        now_ms.into(),
+        i64::try_from(limit).unwrap_or(i64::MAX).into(),
+    ];
     values.extend(
         plugins
             .iter()

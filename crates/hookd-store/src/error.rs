@@ -1,6 +1,9 @@
-//! Store errors, worded for an operator.
+//! Store errors, worded for an operator, with the SQLite error kept as the source.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use rusqlite::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -15,14 +18,21 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     #[error(
-        "the database `{path}` is damaged ({detail}); hookd will not start on it, so that no \
-         stored event is silently dropped. Restore it from a backup or move it aside"
+        "the database `{path}` is damaged or not a hookd database ({detail}); hookd will not \
+         start on it, so that no stored event is silently dropped. Restore it from a backup or \
+         move it aside"
     )]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        path: PathBuf,
+        detail: String,
+        /// The SQLite error, when the check itself failed (e.g. "file is not a database").
+        source: Option<rusqlite::Error>,
+    },
     #[error("no database at `{0}`; has hookd ever run with this store directory?")]
     Missing(PathBuf),
     #[error(
-        "the database `{path}` has schema version {found}, newer than this hookd knows ({known})"
+        "the database `{path}` has schema version {found}, newer than this hookd knows ({known}); \
+         run a newer hookd or restore a backup"
     )]
     TooNew {
         path: PathBuf,
@@ -38,28 +48,65 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// The disk is full or failing: worth a 503 and an alert, not a crash.
+    /// The disk is full or failing (`SQLITE_FULL`, `ENOSPC`, `SQLITE_IOERR`): worth a 503 and an
+    /// alert, not a crash.
     pub fn is_disk_full(&self) -> bool {
-        use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
         match self {
             StoreError::Sql(e) | StoreError::Open { source: e, .. } => matches!(
                 e.sqlite_error_code(),
-                Some(DiskFull) | Some(SystemIoFailure)
+                Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure)
             ),
+            StoreError::CreateDir { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+            }
             _ => false,
         }
     }
 }
 
-/// Why an event was not stored. None of these acknowledges the event.
+/// Why an event was not stored. None of these acknowledges the event: the sender should retry.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("the ingest queue is full")]
+    #[error("the ingest queue is full (the store is not keeping up); the event was not accepted")]
     QueueFull,
-    #[error("the store is closed")]
+    #[error("the store is closed (hookd is shutting down); the event was not accepted")]
     Closed,
-    #[error("the event could not be committed: {0}")]
+    /// Shared by every request of the failed batch, hence the `Arc`.
+    #[error("the event was not stored because its commit failed: {0}")]
     Store(#[source] Arc<StoreError>),
 }
 
-use std::sync::Arc;
+impl IngestError {
+    /// See [`StoreError::is_disk_full`].
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, IngestError::Store(e) if e.is_disk_full())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_database_is_reported_as_a_full_disk() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        // A real SQLITE_FULL: the database may not grow past a few pages.
+        conn.execute_batch("CREATE TABLE t (v BLOB); PRAGMA max_page_count = 4;")
+            .unwrap();
+        let full = conn
+            .execute("INSERT INTO t VALUES (zeroblob(100000))", [])
+            .unwrap_err();
+        assert!(StoreError::Sql(full).is_disk_full());
+        let e = IngestError::Store(Arc::new(StoreError::CreateDir {
+            path: "/var/lib/hookd".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        }));
+        assert!(e.is_disk_full());
+        assert!(!IngestError::QueueFull.is_disk_full());
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert!(!StoreError::Sql(busy).is_disk_full());
+    }
+}

@@ -26,7 +26,8 @@ pub struct DeliveryCounts {
     pub dead: u64,
 }
 
-/// A read-only connection to a store.
+/// A read-only connection to a store: cheap to open, one per thread (it is `Send`, not
+/// `Sync`). Each query sees the latest committed state.
 pub struct StoreReader {
     conn: Connection,
 }
@@ -39,6 +40,7 @@ impl StoreReader {
         })
     }
 
+    /// The event with Protocol id `id`, if stored (and not yet pruned).
     pub fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         Ok(self
             .conn
@@ -57,12 +59,14 @@ impl StoreReader {
             .optional()?)
     }
 
+    /// How many events are stored.
     pub fn event_count(&self) -> Result<u64, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT count(*) FROM events", [], |r| count(r, 0))?)
     }
 
+    /// Deliveries by state, all plugins together.
     pub fn delivery_counts(&self) -> Result<DeliveryCounts, StoreError> {
         let mut counts = DeliveryCounts::default();
         let mut stmt = self
@@ -81,6 +85,7 @@ impl StoreReader {
         Ok(counts)
     }
 
+    /// Pending deliveries per plugin, by plugin name.
     pub fn pending_by_plugin(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT plugin, count(*) FROM deliveries WHERE state = 'pending'
@@ -105,10 +110,12 @@ impl StoreReader {
         deliveries::next_due_at(&self.conn, plugins)
     }
 
+    /// Dead letters, the oldest death first.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         deliveries::dead_letters(&self.conn, limit)
     }
 
+    /// One key of a plugin's key-value store.
     pub fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         deliveries::kv_get(&self.conn, plugin, key)
     }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::{DB_FILE, StoreError};
 
@@ -51,13 +51,7 @@ pub(crate) fn db_path(dir: &Path) -> PathBuf {
 
 /// Opens the database for the writer, creating the directory and schema as needed.
 pub(crate) fn open_read_write(dir: &Path) -> Result<Connection, StoreError> {
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-        restrict_permissions(dir);
-    }
+    create_dir(dir)?;
     let path = db_path(dir);
     let open_err = |source| StoreError::Open {
         path: path.clone(),
@@ -74,14 +68,33 @@ pub(crate) fn open_read_write(dir: &Path) -> Result<Connection, StoreError> {
         return Err(StoreError::Corrupt {
             path,
             detail: format!("cannot switch to WAL journaling (got `{mode}`)"),
+            source: None,
         });
     }
+    // journal_size_limit: after a burst, a checkpoint shrinks the WAL file back instead of
+    // keeping it at its high-water mark.
     conn.execute_batch(
-        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;",
+        "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;
+         PRAGMA journal_size_limit=67108864;",
     )
     .map_err(open_err)?;
     migrate(&mut conn, &path)?;
     Ok(conn)
+}
+
+/// Creates the store directory (and missing parents) owner-only: events can hold personal data.
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| StoreError::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// Opens an existing database read-only.
@@ -103,16 +116,34 @@ pub(crate) fn open_read_only(dir: &Path) -> Result<Connection, StoreError> {
 }
 
 fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let corrupt = |detail: String| StoreError::Corrupt {
-        path: path.to_owned(),
-        detail,
-    };
-    // A file that is not a database fails here, on the first read.
+    // A file that is not a database fails here, on the first read. quick_check reads every
+    // page (O(size)) but skips the index cross-checks of integrity_check: seconds on a large
+    // store, once per start, to never run on a damaged file.
     let result: Result<String, _> = conn.query_row("PRAGMA quick_check", [], |r| r.get(0));
     match result {
         Ok(ok) if ok == "ok" => Ok(()),
-        Ok(problem) => Err(corrupt(problem)),
-        Err(e) => Err(corrupt(e.to_string())),
+        Ok(problem) => Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: problem,
+            source: None,
+        }),
+        Err(e)
+            if matches!(
+                e.sqlite_error_code(),
+                Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+            ) =>
+        {
+            Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                detail: e.to_string(),
+                source: Some(e),
+            })
+        }
+        // Locked, unreadable, I/O failure: a problem opening the file, not a damaged file.
+        Err(source) => Err(StoreError::Open {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -133,13 +164,3 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     tx.commit()?;
     Ok(())
 }
-
-#[cfg(unix)]
-fn restrict_permissions(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    // Events can hold personal data: owner only. Best effort (the dir may not be ours).
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-}
-
-#[cfg(not(unix))]
-fn restrict_permissions(_: &Path) {}

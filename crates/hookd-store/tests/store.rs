@@ -1,49 +1,36 @@
-//! The store against real SQLite files in temp dirs.
+//! The store against real SQLite files in temp dirs: durability, dedup, group commit, back
+//! pressure, failed commits, damaged files, pruning, close, metrics.
 
+mod common;
+
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hookd_store::{IngestError, NewEvent, Store, StoreConfig, StoreError, StoreReader};
+use common::{config, event, event_at, open, payload};
+use hookd_store::{
+    AttemptRecord, AttemptResult, IngestError, Store, StoreConfig, StoreError, StoreReader,
+};
 use prometheus_client::registry::Registry;
-
-fn config(dir: &std::path::Path) -> StoreConfig {
-    StoreConfig {
-        dir: dir.to_owned(),
-        ..StoreConfig::default()
-    }
-}
-
-fn open(config: StoreConfig) -> Store {
-    Store::open(config, &mut Registry::default()).unwrap()
-}
-
-fn event(id: &str, plugins: &[&str]) -> NewEvent {
-    NewEvent {
-        id: id.to_owned(),
-        event_type: "message.created".to_owned(),
-        payload: format!(r#"{{"id": "p-{id}",  "text" : "spacing kept"}}"#),
-        received_at_ms: 1_700_000_000_000,
-        deliveries: plugins.iter().map(|p| Arc::from(*p)).collect(),
-    }
-}
 
 #[tokio::test]
 async fn an_event_reads_back_byte_for_byte_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(config(dir.path()));
-    let first = store.ingest(event("e1", &[])).await.unwrap();
+    let sent = event("e1", &[]);
+    let first = store.ingest(sent.clone()).await.unwrap();
     assert!(!first.duplicate);
     store.close().unwrap();
 
     let store = open(config(dir.path()));
     let stored = store.reader().unwrap().event("e1").unwrap().unwrap();
     assert_eq!(stored.seq, first.seq);
-    assert_eq!(
-        stored.payload,
-        r#"{"id": "p-e1",  "text" : "spacing kept"}"#
-    );
+    assert_eq!(stored.id, "e1");
+    assert_eq!(stored.payload, payload("e1"));
     assert_eq!(stored.event_type, "message.created");
-    assert_eq!(stored.received_at_ms, 1_700_000_000_000);
+    assert_eq!(stored.received_at_ms, sent.received_at_ms);
+    // And it is still a duplicate after the restart.
+    assert!(store.ingest(event("e1", &["p"])).await.unwrap().duplicate);
 }
 
 #[tokio::test]
@@ -70,21 +57,58 @@ async fn duplicates_are_detected_and_create_no_deliveries() {
         ]
     );
     assert_eq!(reader.delivery_counts().unwrap().pending, 2);
+    assert_eq!(
+        reader.pending_by_plugin().unwrap(),
+        [("counter".to_owned(), 1), ("logger".to_owned(), 1)]
+    );
 }
 
 #[tokio::test]
 async fn the_same_id_twice_in_one_batch_is_one_event() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(config(dir.path()));
+    let before = store.commit_count();
     // Submitted back to back, both land in the same group commit.
     let a = store.submit(event("twin", &["p"])).unwrap();
     let b = store.submit(event("twin", &["p"])).unwrap();
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!(store.commit_count() - before, 1, "not one batch");
     assert_eq!(a.seq, b.seq);
-    assert_ne!(a.duplicate, b.duplicate);
+    assert!(!a.duplicate, "the first one wins");
+    assert!(b.duplicate);
     assert_eq!(
         store.reader().unwrap().delivery_counts().unwrap().pending,
         1
+    );
+}
+
+#[tokio::test]
+async fn an_event_without_subscribers_is_stored_without_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    store.ingest(event("lonely", &[])).await.unwrap();
+    let reader = store.reader().unwrap();
+    assert!(reader.event("lonely").unwrap().is_some());
+    assert_eq!(reader.deliveries_of("lonely").unwrap(), []);
+}
+
+/// Regression: a plugin listed twice made the deliveries' primary key fail the whole batch,
+/// and with it every other event committed alongside.
+#[tokio::test]
+async fn a_plugin_listed_twice_gets_one_delivery_and_fails_no_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    let twice = store.submit(event("twice", &["a", "b", "a"])).unwrap();
+    let other = store.submit(event("other", &["a"])).unwrap();
+    assert!(twice.await.is_ok());
+    assert!(other.await.is_ok());
+    let reader = store.reader().unwrap();
+    assert_eq!(
+        reader.deliveries_of("twice").unwrap(),
+        [
+            ("a".to_owned(), "pending".to_owned()),
+            ("b".to_owned(), "pending".to_owned())
+        ]
     );
 }
 
@@ -92,17 +116,32 @@ async fn the_same_id_twice_in_one_batch_is_one_event() {
 async fn concurrent_events_share_commits() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(config(dir.path()));
+    let before = store.commit_count();
     let tasks: Vec<_> = (0..2000)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { store.ingest(event(&format!("c{i}"), &[])).await })
+            tokio::spawn(async move {
+                let id = format!("c{i}");
+                let outcome = store.ingest(event(&id, &["p"])).await;
+                (id, outcome)
+            })
         })
         .collect();
+    let mut acknowledged = HashMap::new();
     for t in tasks {
-        assert!(!t.await.unwrap().unwrap().duplicate);
+        let (id, outcome) = t.await.unwrap();
+        let ingested = outcome.unwrap();
+        assert!(!ingested.duplicate);
+        acknowledged.insert(id, ingested.seq);
     }
-    let commits = store.commit_count();
-    assert_eq!(store.reader().unwrap().event_count().unwrap(), 2000);
+    let commits = store.commit_count() - before;
+    // Every acknowledged event is in the database, under the seq it was answered with.
+    let reader = store.reader().unwrap();
+    assert_eq!(reader.event_count().unwrap(), 2000);
+    assert_eq!(reader.delivery_counts().unwrap().pending, 2000);
+    for (id, seq) in &acknowledged {
+        assert_eq!(reader.event(id).unwrap().unwrap().seq, *seq, "{id}");
+    }
     // One fsync per event would be 2000 commits.
     assert!(
         commits < 500,
@@ -110,11 +149,24 @@ async fn concurrent_events_share_commits() {
     );
 }
 
-/// Another connection holds the write lock, so the writer's `BEGIN IMMEDIATE` waits.
+/// Another connection holds the write lock, so the writer's `BEGIN IMMEDIATE` waits (and gives
+/// up after its busy timeout).
 fn lock_database(dir: &std::path::Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(dir.join(hookd_store::DB_FILE)).unwrap();
     conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
     conn
+}
+
+/// Waits until the writer has taken everything queued so far (it is then blocked in a commit).
+async fn until_taken(store: &Store) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.queue_len() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the writer never took the first event"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]
@@ -126,27 +178,23 @@ async fn a_full_queue_is_refused_at_once() {
         ..config(dir.path())
     });
     let lock = lock_database(dir.path());
-    let first = store.submit(event("q0", &[])).unwrap(); // taken by the (blocked) writer
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while store.queue_len() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the writer never took the first event"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let first = store.submit(event("q0", &[])).unwrap();
+    until_taken(&store).await;
     let queued: Vec<_> = (1..=2)
         .map(|i| store.submit(event(&format!("q{i}"), &[])).unwrap())
         .collect();
-    let started = std::time::Instant::now();
-    assert!(matches!(
-        store.submit(event("q3", &[])),
-        Err(IngestError::QueueFull)
-    ));
+    assert_eq!(store.queue_len(), 2);
+    let started = Instant::now();
+    let refused = store.submit(event("q3", &[]));
     assert!(
         started.elapsed() < Duration::from_millis(100),
         "refusal must not wait"
     );
+    match refused {
+        Err(e @ IngestError::QueueFull) => assert!(e.to_string().contains("queue is full")),
+        Err(other) => panic!("expected QueueFull, got {other}"),
+        Ok(_) => panic!("a full queue took one more event"),
+    }
     drop(lock.execute_batch("ROLLBACK"));
     drop(lock);
     // The writer may have timed out on the lock meanwhile: either way, an answer comes and an
@@ -157,40 +205,48 @@ async fn a_full_queue_is_refused_at_once() {
     }
     let reader = store.reader().unwrap();
     for (i, outcome) in outcomes.iter().enumerate() {
-        if outcome.is_ok() {
-            assert!(reader.event(&format!("q{i}")).unwrap().is_some());
-        }
+        let stored = reader.event(&format!("q{i}")).unwrap().is_some();
+        assert_eq!(outcome.is_ok(), stored, "q{i}: {outcome:?}");
     }
+    assert!(reader.event("q3").unwrap().is_none());
+    // Room again once the queue drained.
+    assert!(store.ingest(event("q4", &[])).await.is_ok());
 }
 
 #[tokio::test]
 async fn a_failed_commit_acknowledges_nothing_of_its_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(config(dir.path()));
+    let mut registry = Registry::default();
+    let store = Store::open(config(dir.path()), &mut registry).unwrap();
     store.ingest(event("before", &[])).await.unwrap();
     let lock = lock_database(dir.path());
     let pending: Vec<_> = (0..5)
-        .map(|i| store.submit(event(&format!("f{i}"), &[])).unwrap())
+        .map(|i| store.submit(event(&format!("f{i}"), &["p"])).unwrap())
         .collect();
-    // The writer gives up after its busy timeout; hold the lock past it.
-    let mut errors = 0;
+    // The writer gives up after its busy timeout; the lock is held past it.
     for p in pending {
         match p.await {
-            Err(IngestError::Store(e)) => {
-                assert!(matches!(*e, StoreError::Sql(_)), "{e}");
-                errors += 1;
+            Err(e @ IngestError::Store(_)) => {
+                assert!(!e.is_disk_full(), "a busy lock is not a full disk: {e}");
+                let IngestError::Store(inner) = &e else {
+                    unreachable!()
+                };
+                assert!(matches!(**inner, StoreError::Sql(_)), "{inner}");
             }
             other => panic!("expected a store error, got {other:?}"),
         }
     }
-    assert_eq!(errors, 5);
     lock.execute_batch("ROLLBACK").unwrap();
     let reader = store.reader().unwrap();
     for i in 0..5 {
         assert!(reader.event(&format!("f{i}")).unwrap().is_none());
     }
-    // And the store recovers once the lock is gone.
-    assert!(store.ingest(event("after", &[])).await.is_ok());
+    assert_eq!(reader.delivery_counts().unwrap().pending, 0);
+    // One failed commit per batch: the first event alone, then the rest together.
+    let failed = metric(&registry, "hookd_store_commit_errors_total").unwrap();
+    assert!((1.0..=5.0).contains(&failed), "{failed}");
+    // The store recovers once the lock is gone, and a refused event can be sent again.
+    assert!(!store.ingest(event("f0", &["p"])).await.unwrap().duplicate);
 }
 
 #[test]
@@ -208,7 +264,18 @@ fn a_corrupt_database_is_refused_and_left_untouched() {
         err.to_string().contains(&path.display().to_string()),
         "{err}"
     );
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "SQLite's error is kept"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), garbage);
+    // Readers refuse it too, rather than answering from nothing.
+    assert!(
+        StoreReader::open(dir.path())
+            .unwrap()
+            .event_count()
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -230,6 +297,83 @@ async fn a_truncated_database_is_refused() {
         Ok(_) => panic!("opened a truncated database"),
     };
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len / 2);
+}
+
+#[test]
+fn a_database_from_a_newer_hookd_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(config(dir.path())));
+    let conn = rusqlite::Connection::open(dir.path().join(hookd_store::DB_FILE)).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = match Store::open(config(dir.path()), &mut Registry::default()) {
+        Err(e) => e,
+        Ok(_) => panic!("opened a database from the future"),
+    };
+    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_store_directory_is_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("state").join("hookd");
+    drop(open(config(&store_dir)));
+    let mode = std::fs::metadata(&store_dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    assert!(store_dir.join(hookd_store::DB_FILE).is_file());
+}
+
+#[tokio::test]
+async fn a_reader_opened_earlier_sees_later_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    // A separate read-only connection, as the CLI has in another process.
+    let reader = StoreReader::open(dir.path()).unwrap();
+    assert_eq!(reader.event_count().unwrap(), 0);
+    store.ingest(event("later", &["p"])).await.unwrap();
+    assert_eq!(reader.event_count().unwrap(), 1);
+    assert_eq!(reader.delivery_counts().unwrap().pending, 1);
+}
+
+/// Old events, one per delivery state, and one recent one.
+async fn old_events_in_every_state(store: &Store, old: i64) {
+    let mut seq = HashMap::new();
+    for (id, plugins) in [
+        ("old-plain", &[][..]),
+        ("old-done", &["p", "q"][..]),
+        ("old-pending", &["p"][..]),
+        ("old-dead", &["p"][..]),
+        ("old-done-and-dead", &["p", "q"][..]),
+    ] {
+        let ingested = store.ingest(event_at(id, plugins, old)).await.unwrap();
+        seq.insert(id, ingested.seq);
+    }
+    store
+        .ingest(event_at("new", &["p"], old + 100_000))
+        .await
+        .unwrap();
+    let record = |id: &str, plugin: &str, result| AttemptRecord {
+        event_seq: seq[id],
+        plugin: plugin.to_owned(),
+        result,
+        at_ms: old + 1_000,
+    };
+    let dead = || AttemptResult::Dead {
+        error: "HTTP 500 from the chat webhook".to_owned(),
+    };
+    store
+        .record_attempts(vec![
+            record("old-done", "p", AttemptResult::Done),
+            record("old-done", "q", AttemptResult::Done),
+            record("old-dead", "p", dead()),
+            record("old-done-and-dead", "p", AttemptResult::Done),
+            record("old-done-and-dead", "q", dead()),
+        ])
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -240,26 +384,69 @@ async fn pruning_keeps_what_is_still_owed() {
         ..config(dir.path())
     });
     let old = 1_000_000;
-    let mut e = event("old-plain", &[]);
-    e.received_at_ms = old;
-    store.ingest(e).await.unwrap();
-    let mut e = event("old-pending", &["p"]);
-    e.received_at_ms = old;
-    store.ingest(e).await.unwrap();
-    let mut e = event("new", &[]);
-    e.received_at_ms = old + 100_000;
-    store.ingest(e).await.unwrap();
+    old_events_in_every_state(&store, old).await;
 
     let removed = store.prune(old + 90_000).await.unwrap();
-    assert_eq!(removed, 1);
+    assert_eq!(removed, 2);
     let reader = store.reader().unwrap();
     assert!(reader.event("old-plain").unwrap().is_none());
-    assert!(reader.event("old-pending").unwrap().is_some());
-    assert!(reader.event("new").unwrap().is_some());
+    assert!(reader.event("old-done").unwrap().is_none());
+    assert_eq!(reader.deliveries_of("old-done").unwrap(), []);
+    for kept in ["old-pending", "old-dead", "old-done-and-dead", "new"] {
+        assert!(reader.event(kept).unwrap().is_some(), "{kept} was pruned");
+    }
+    // The done delivery of an event kept for its dead letter stays with it.
+    assert_eq!(
+        reader.deliveries_of("old-done-and-dead").unwrap(),
+        [
+            ("p".to_owned(), "done".to_owned()),
+            ("q".to_owned(), "dead".to_owned())
+        ]
+    );
+    let dead = reader.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 2);
+    assert!(
+        dead.iter()
+            .all(|d| d.last_error == "HTTP 500 from the chat webhook")
+    );
+    // Within the window, nothing goes.
+    assert_eq!(store.prune(old + 30_000).await.unwrap(), 0);
     // A pruned id is new again.
-    let mut e = event("old-plain", &[]);
-    e.received_at_ms = old + 100_000;
-    assert!(!store.ingest(e).await.unwrap().duplicate);
+    assert!(
+        !store
+            .ingest(event_at("old-plain", &[], old + 100_000))
+            .await
+            .unwrap()
+            .duplicate
+    );
+}
+
+#[tokio::test]
+async fn pruning_a_backlog_larger_than_one_round_removes_all_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(StoreConfig {
+        dedup_window: Duration::from_secs(1),
+        ..config(dir.path())
+    });
+    // More than the 5,000 events one round looks at, in big batches to keep the test quick
+    // (and within the queue's capacity).
+    let events: i64 = 12_000;
+    for chunk in (0..events).collect::<Vec<_>>().chunks(4_000) {
+        let futures: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let mut e = event_at(&format!("b{i}"), &[], 1_000 + i);
+                e.payload = "{}".to_owned();
+                store.submit(e).unwrap()
+            })
+            .collect();
+        for f in futures {
+            f.await.unwrap();
+        }
+    }
+    let removed = store.prune(10_000_000).await.unwrap();
+    assert_eq!(removed, usize::try_from(events).unwrap());
+    assert_eq!(store.reader().unwrap().event_count().unwrap(), 0);
 }
 
 #[tokio::test]
@@ -277,11 +464,19 @@ async fn close_commits_what_was_queued_and_then_refuses() {
     for p in pending {
         assert!(p.await.is_ok());
     }
+    match store.submit(event("late", &[])) {
+        Err(e @ IngestError::Closed) => assert!(e.to_string().contains("closed")),
+        Err(other) => panic!("expected Closed, got {other}"),
+        Ok(_) => panic!("a closed store took an event"),
+    }
     assert!(matches!(
-        store.submit(event("late", &[])),
+        store.ingest(event("later", &[])).await,
         Err(IngestError::Closed)
     ));
     assert!(!store.is_running());
+    assert_eq!(store.queue_len(), 0);
+    // Idempotent.
+    store.close().unwrap();
     assert_eq!(
         StoreReader::open(dir.path())
             .unwrap()
@@ -289,13 +484,99 @@ async fn close_commits_what_was_queued_and_then_refuses() {
             .unwrap(),
         100
     );
+    assert!(
+        StoreReader::open(dir.path())
+            .unwrap()
+            .event("late")
+            .unwrap()
+            .is_none()
+    );
+    // The WAL was folded back into the database.
+    let wal = dir.path().join(format!("{}-wal", hookd_store::DB_FILE));
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_commits_what_was_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    let pending: Vec<_> = (0..100)
+        .map(|i| store.submit(event(&format!("d{i}"), &["p"])).unwrap())
+        .collect();
+    let clone = store.clone();
+    drop(store);
+    assert!(clone.is_running(), "a clone keeps the store open");
+    // The last handle: its drop waits for the writer to commit and stop.
+    drop(clone);
+    for p in pending {
+        assert!(!p.await.unwrap().duplicate);
+    }
+    let reader = StoreReader::open(dir.path()).unwrap();
+    assert_eq!(reader.event_count().unwrap(), 100);
+    assert_eq!(reader.delivery_counts().unwrap().pending, 100);
 }
 
 #[test]
 fn a_reader_needs_an_existing_database() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(
-        StoreReader::open(dir.path()),
-        Err(StoreError::Missing(_))
-    ));
+    let err = match StoreReader::open(dir.path()) {
+        Err(e) => e,
+        Ok(_) => panic!("a reader opened a store that does not exist"),
+    };
+    assert!(matches!(err, StoreError::Missing(_)), "{err}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()));
+    // And it did not create one.
+    assert!(!dir.path().join(hookd_store::DB_FILE).exists());
+}
+
+#[test]
+fn handles_are_cheap_to_share_between_threads() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Store>();
+}
+
+/// The value of an unlabelled metric line `name value` in the registry's text exposition.
+fn metric(registry: &Registry, name: &str) -> Option<f64> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines().find_map(|line| {
+        let (n, v) = line.split_once(' ')?;
+        if n == name { v.parse().ok() } else { None }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_commits_and_events_per_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::default();
+    let store = Store::open(config(dir.path()), &mut registry).unwrap();
+    let store = Arc::new(store);
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.ingest(event(&format!("m{i}"), &[])).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let commits = store.commit_count() as f64;
+    assert_eq!(
+        metric(&registry, "hookd_store_batch_events_sum"),
+        Some(300.0)
+    );
+    assert_eq!(
+        metric(&registry, "hookd_store_batch_events_count"),
+        Some(commits)
+    );
+    assert_eq!(
+        metric(&registry, "hookd_store_commit_seconds_count"),
+        Some(commits)
+    );
+    assert!(metric(&registry, "hookd_store_commit_seconds_sum").unwrap() > 0.0);
+    assert_eq!(metric(&registry, "hookd_store_queue_depth"), Some(0.0));
+    assert_eq!(
+        metric(&registry, "hookd_store_commit_errors_total"),
+        Some(0.0)
+    );
 }
