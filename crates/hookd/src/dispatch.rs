@@ -206,8 +206,10 @@ impl Dispatcher {
             // before a restart, replays, and hints that were dropped.
             if backlog.is_empty() && (hints_dropped || last_poll.elapsed() >= IDLE_POLL) {
                 last_poll = std::time::Instant::now();
-                hints_dropped = false;
-                backlog.extend(self.due(POLL_BATCH).await);
+                let due = self.due(POLL_BATCH).await;
+                // A full batch means more is due: poll again as soon as this one is started.
+                hints_dropped = due.len() == POLL_BATCH;
+                backlog.extend(due);
             }
             let mut started = 0;
             while lock(&tracker).running.len() < self.max_in_flight {
