@@ -170,25 +170,27 @@ fn dlq_list(dir: &Path, limit: usize, json: bool) -> anyhow::Result<()> {
 /// For `hookd check`: compiles every plugin; prints one line each. Returns whether all are ok.
 pub fn check_plugins(config: &Config) -> bool {
     let (specs, problems) = crate::plugins::discover(config);
-    let mut failed = problems.len();
     for p in &problems {
         eprintln!("error: plugin `{}`: {}", p.plugin, p.message);
     }
-    let ok = check_compile(specs, &mut failed);
+    let Some(compile_failures) = check_compile(specs) else {
+        return false;
+    };
+    let failed = problems.len() + compile_failures;
     if failed > 0 {
         eprintln!(
             "{failed} plugin problem{} found",
             if failed == 1 { "" } else { "s" }
         );
     }
-    ok && failed == 0
+    failed == 0
 }
 
-fn check_compile(specs: Vec<hookd_config::PluginSpec>, failed: &mut usize) -> bool {
-    let mut ok = true;
+/// Compiles each plugin; returns how many failed, or `None` if no engine could be made.
+fn check_compile(specs: Vec<hookd_config::PluginSpec>) -> Option<usize> {
     if specs.is_empty() {
         println!("  plugins: none loaded");
-        return ok;
+        return Some(0);
     }
     let host = match PluginHost::new(
         HostSettings {
@@ -200,20 +202,20 @@ fn check_compile(specs: Vec<hookd_config::PluginSpec>, failed: &mut usize) -> bo
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: {e}");
-            return false;
+            return None;
         }
     };
+    let mut failed = 0;
     for spec in specs {
         let name = spec.name.clone();
         let events: Vec<String> = spec.events.iter().map(ToString::to_string).collect();
         match crate::plugins::compile(&host, spec) {
             Ok(_) => println!("  plugin {name}: ok ({})", events.join(", ")),
             Err(p) => {
-                ok = false;
-                *failed += 1;
+                failed += 1;
                 eprintln!("error: plugin `{name}`: {}", p.message);
             }
         }
     }
-    ok
+    Some(failed)
 }
