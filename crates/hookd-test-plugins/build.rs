@@ -66,6 +66,8 @@ fn main() {
         "fixture_panic",
         "fixture_flaky",
         "fixture_wrong_import",
+        "fixture_version_a",
+        "fixture_version_b",
     ] {
         let path = out_dir.join(format!("{name}.wasm"));
         assert!(path.exists(), "{} was not built", path.display());

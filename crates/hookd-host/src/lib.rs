@@ -19,14 +19,16 @@
 //! - **Key-value storage is a seam.** [`KvStore`] is implemented by the daemon over its store,
 //!   namespaced per plugin.
 
+mod cache;
 mod http_policy;
 mod output;
 mod plugin;
 mod state;
 
+pub use cache::CodeCache;
 pub use plugin::{
-    Delivery, DeliveryEvent, FailureKind, HostSettings, LoadError, LoadedPlugin, LogLine, Outcome,
-    PluginHost,
+    Delivery, DeliveryEvent, FailureKind, HostSettings, LoadError, LoadStats, LoadedPlugin,
+    LogLine, Outcome, PluginHost, content_hash,
 };
 pub use state::{KvError, KvStore, NoKv};
 

@@ -14,6 +14,7 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::bindings::hookd::plugin::types;
 use crate::bindings::{Plugin, PluginPre};
+use crate::cache::CodeCache;
 use crate::http_policy::HttpPolicy;
 use crate::output::CappedOutput;
 use crate::state::{HostState, KvStore, LogCollector, MemoryLimiter};
@@ -66,6 +67,9 @@ pub struct LoadedPlugin {
     /// Hex SHA-256 of the component's bytes.
     pub content_hash: String,
     pub loaded_at: SystemTime,
+    /// How the code was obtained, and how long it took.
+    pub load_stats: LoadStats,
+    component: Component,
     pre: PluginPre<HostState>,
     permits: Arc<Semaphore>,
 }
@@ -74,6 +78,15 @@ impl LoadedPlugin {
     pub fn name(&self) -> &str {
         &self.spec.name
     }
+}
+
+/// How a plugin's native code was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadStats {
+    /// Compiling (or reading from the cache) and linking.
+    pub took: Duration,
+    /// The code came from the compiled-code cache.
+    pub cache_hit: bool,
 }
 
 /// The event as a plugin receives it.
@@ -148,6 +161,11 @@ pub struct Delivery {
     pub logs_dropped: u64,
 }
 
+/// Hex SHA-256 of a component's bytes: how plugins and cache entries are identified.
+pub fn content_hash(wasm: &[u8]) -> String {
+    hex::encode(Sha256::digest(wasm))
+}
+
 /// The engine, the linker, and the epoch ticker shared by every plugin.
 pub struct PluginHost {
     engine: Engine,
@@ -220,6 +238,50 @@ impl PluginHost {
     /// Compiles `wasm` and checks it against the world. CPU-heavy: call it off the async
     /// threads (`spawn_blocking`).
     pub fn load(&self, spec: PluginSpec, wasm: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        self.load_cached(spec, wasm, None)
+    }
+
+    /// Like [`PluginHost::load`], reading the native code from `cache` when it has it and
+    /// storing it there after compiling.
+    pub fn load_cached(
+        &self,
+        spec: PluginSpec,
+        wasm: &[u8],
+        cache: Option<&CodeCache>,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let started = Instant::now();
+        let content_hash = content_hash(wasm);
+        if let Some(component) = cache.and_then(|c| c.get(&self.engine, &content_hash)) {
+            return self.prepare(spec, component, content_hash, started, true);
+        }
+        let component = self.compile(&spec, wasm)?;
+        if let Some(cache) = cache
+            && let Err(e) = cache.put(&content_hash, &component)
+        {
+            tracing::warn!(plugin = %spec.name, cache = %cache.dir().display(), error = %e,
+                "cannot write the compiled-code cache; the next start compiles this plugin again");
+        }
+        self.prepare(spec, component, content_hash, started, false)
+    }
+
+    /// The same code under a new manifest (subscriptions, limits, config): links again, does
+    /// not compile.
+    pub fn relink(
+        &self,
+        plugin: &LoadedPlugin,
+        spec: PluginSpec,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let started = Instant::now();
+        self.prepare(
+            spec,
+            plugin.component.clone(),
+            plugin.content_hash.clone(),
+            started,
+            plugin.load_stats.cache_hit,
+        )
+    }
+
+    fn compile(&self, spec: &PluginSpec, wasm: &[u8]) -> Result<Component, LoadError> {
         let path = spec.wasm.display().to_string();
         let compile_error = |reason: String| LoadError::Compile {
             path: path.clone(),
@@ -242,9 +304,7 @@ impl PluginHost {
                 ));
             }
         }
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| compile_error(first_line(&format!("{e:#}"))))?;
-        self.prepare(spec, component, hex::encode(Sha256::digest(wasm)))
+        Component::new(&self.engine, wasm).map_err(|e| compile_error(first_line(&format!("{e:#}"))))
     }
 
     fn prepare(
@@ -252,6 +312,8 @@ impl PluginHost {
         spec: PluginSpec,
         component: Component,
         content_hash: String,
+        started: Instant,
+        cache_hit: bool,
     ) -> Result<LoadedPlugin, LoadError> {
         let path = spec.wasm.display().to_string();
         let link = |e: wasmtime::Error| LoadError::Link {
@@ -265,6 +327,11 @@ impl PluginHost {
             spec: Arc::new(spec),
             content_hash,
             loaded_at: SystemTime::now(),
+            load_stats: LoadStats {
+                took: started.elapsed(),
+                cache_hit,
+            },
+            component,
             pre,
             permits: Arc::new(Semaphore::new(concurrency)),
         })

@@ -14,9 +14,16 @@ pub struct AdminState {
     pub store: Store,
     /// True once the daemon serves, false again when it starts shutting down.
     pub ready: Arc<AtomicBool>,
+    pub info: Arc<dyn AdminInfo>,
 }
 
-/// `GET /healthz`, `GET /readyz`, `GET /metrics`.
+/// What the admin listener reports beyond the store; the daemon implements it.
+pub trait AdminInfo: Send + Sync + 'static {
+    /// `GET /plugins`: the plugins loaded and those that failed, as JSON.
+    fn plugins(&self) -> serde_json::Value;
+}
+
+/// `GET /healthz`, `GET /readyz`, `GET /plugins`, `GET /metrics`.
 pub fn admin_routes(
     state: Arc<AdminState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
@@ -41,6 +48,9 @@ pub fn admin_routes(
                     .into_response()
             }
         });
+    let plugins = warp::path!("plugins")
+        .and(with_state.clone())
+        .map(|s: Arc<AdminState>| warp::reply::json(&s.info.plugins()).into_response());
     let metrics = warp::path!("metrics")
         .and(with_state)
         .map(|s: Arc<AdminState>| {
@@ -56,7 +66,15 @@ pub fn admin_routes(
             }
         });
     warp::get()
-        .and(healthz.or(readyz).unify().or(metrics).unify())
+        .and(
+            healthz
+                .or(readyz)
+                .unify()
+                .or(plugins)
+                .unify()
+                .or(metrics)
+                .unify(),
+        )
         .recover(|_| async {
             Ok::<_, std::convert::Infallible>(StatusCode::NOT_FOUND.into_response())
         })

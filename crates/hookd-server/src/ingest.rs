@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use hookd_core::{Envelope, Limits, SIGNATURE_HEADER, Verifier};
@@ -32,8 +33,10 @@ pub struct IngestLimits {
 
 /// Everything the ingest route needs, shared by all requests.
 pub struct IngestState {
-    pub limits: IngestLimits,
-    pub verifier: Verifier,
+    /// Swapped by a configuration reload; a request uses what it loaded.
+    pub limits: ArcSwap<IngestLimits>,
+    /// Swapped by a configuration reload (secret rotation).
+    pub verifier: ArcSwap<Verifier>,
     pub store: Store,
     pub subscriptions: Arc<dyn Subscriptions>,
     pub metrics: IngestMetrics,
@@ -130,7 +133,7 @@ impl IngestState {
             peer,
         } = request;
         let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
-        if path != self.limits.path {
+        if path != self.limits.load().path {
             self.metrics.reject("not_found");
             debug!(%peer, %method, path, "no such path");
             return error_response(StatusCode::NOT_FOUND, "not found", None);
@@ -144,7 +147,7 @@ impl IngestState {
             return r;
         }
 
-        let max = self.limits.max_body_bytes;
+        let max = self.limits.load().max_body_bytes;
         if declared.is_some_and(|len| len > max as u64) {
             return self.too_large(&peer, declared);
         }
@@ -165,7 +168,7 @@ impl IngestState {
         };
 
         let signature = signature.as_ref().map(HeaderValue::as_bytes);
-        if let Err(e) = self.verifier.verify(&bytes, signature) {
+        if let Err(e) = self.verifier.load().verify(&bytes, signature) {
             self.metrics.reject(e.reason());
             // Unauthenticated: log its size and source, nothing of its content.
             warn!(%peer, size = bytes.len(), reason = e.reason(), "request rejected: unauthorized");
@@ -174,7 +177,7 @@ impl IngestState {
 
         let limits = Limits {
             max_bytes: max,
-            max_depth: self.limits.max_json_depth,
+            max_depth: self.limits.load().max_json_depth,
         };
         let envelope = match Envelope::parse(&bytes, limits) {
             Ok(envelope) => envelope,
@@ -240,7 +243,7 @@ impl IngestState {
         S: Stream<Item = Result<B, warp::Error>> + Send,
         B: Buf,
     {
-        let max = self.limits.max_body_bytes;
+        let max = self.limits.load().max_body_bytes;
         let read = async move {
             let capacity = declared.map_or(8 * 1024, |d| d as usize).min(max);
             let mut buf = BytesMut::with_capacity(capacity);
@@ -254,18 +257,21 @@ impl IngestState {
             }
             Ok(buf.freeze())
         };
-        tokio::time::timeout(self.limits.body_read_timeout, read)
+        tokio::time::timeout(self.limits.load().body_read_timeout, read)
             .await
             .unwrap_or(Err(BodyError::Timeout))
     }
 
     fn too_large(&self, peer: &str, declared: Option<u64>) -> Response {
         self.metrics.reject("too_large");
-        warn!(peer, declared_size = ?declared, limit = self.limits.max_body_bytes, "request rejected: body too large");
+        warn!(peer, declared_size = ?declared, limit = self.limits.load().max_body_bytes, "request rejected: body too large");
         error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload too large",
-            Some(format!("the limit is {} bytes", self.limits.max_body_bytes)),
+            Some(format!(
+                "the limit is {} bytes",
+                self.limits.load().max_body_bytes
+            )),
         )
     }
 
@@ -288,7 +294,7 @@ impl IngestState {
         );
         r.headers_mut().insert(
             header::RETRY_AFTER,
-            HeaderValue::from(self.limits.retry_after.as_secs().max(1)),
+            HeaderValue::from(self.limits.load().retry_after.as_secs().max(1)),
         );
         r
     }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use hookd_core::EventType;
 use hookd_store::NewEvent;
 
-pub use admin::{AdminState, admin_routes};
+pub use admin::{AdminInfo, AdminState, admin_routes};
 pub use ingest::{IngestLimits, IngestState, ingest_routes};
 pub use listener::{ListenerSettings, PeerAddr, serve};
 pub use metrics::IngestMetrics;

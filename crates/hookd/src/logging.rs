@@ -1,38 +1,76 @@
-//! Logging: human on a terminal, JSON for machines; `HOOKD_LOG` sets the filter.
+//! Logging: human on a terminal, JSON for machines; `HOOKD_LOG` sets the filter, and a
+//! configuration reload can change `[log] filter` while the daemon runs.
 
 use std::io::IsTerminal as _;
 
 use hookd_config::LogFormat;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// The environment variable that overrides `[log] filter`.
 pub const FILTER_ENV: &str = "HOOKD_LOG";
 
-pub fn init(format: LogFormat, config_filter: &str) -> anyhow::Result<()> {
-    let filter = match std::env::var(FILTER_ENV) {
-        Ok(f) if !f.is_empty() => EnvFilter::try_new(&f)
-            .map_err(|e| anyhow::anyhow!("{FILTER_ENV}=`{f}` is not a valid filter: {e}"))?,
-        _ => EnvFilter::try_new(config_filter).map_err(|e| {
-            anyhow::anyhow!("`log.filter` = `{config_filter}` is not a valid filter: {e}")
-        })?,
+/// Changes the log filter of the running daemon.
+pub struct LogFilter {
+    handle: reload::Handle<EnvFilter, Registry>,
+    /// `HOOKD_LOG` was set: it keeps precedence over the configuration.
+    from_env: bool,
+}
+
+impl LogFilter {
+    /// Applies `[log] filter` from a reloaded configuration. Returns `Ok(false)` when
+    /// `HOOKD_LOG` overrides it and nothing changed.
+    pub fn set(&self, config_filter: &str) -> anyhow::Result<bool> {
+        if self.from_env {
+            return Ok(false);
+        }
+        let filter = parse_config_filter(config_filter)?;
+        self.handle
+            .reload(filter)
+            .map_err(|e| anyhow::anyhow!("cannot change the log filter: {e}"))?;
+        Ok(true)
+    }
+}
+
+fn parse_config_filter(filter: &str) -> anyhow::Result<EnvFilter> {
+    EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("`log.filter` = `{filter}` is not a valid filter: {e}"))
+}
+
+pub fn init(format: LogFormat, config_filter: &str) -> anyhow::Result<LogFilter> {
+    let (filter, from_env) = match std::env::var(FILTER_ENV) {
+        Ok(f) if !f.is_empty() => (
+            EnvFilter::try_new(&f)
+                .map_err(|e| anyhow::anyhow!("{FILTER_ENV}=`{f}` is not a valid filter: {e}"))?,
+            true,
+        ),
+        _ => (parse_config_filter(config_filter)?, false),
     };
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Human => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if json {
-        builder
+    let (filter, handle) = reload::Layer::new(filter);
+    let json_layer = json.then(|| {
+        tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init()
-    } else {
-        builder.with_target(false).try_init()
-    };
-    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+            .with_writer(std::io::stderr)
+    });
+    let human_layer = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_writer(std::io::stderr)
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json_layer)
+        .with(human_layer)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    Ok(LogFilter { handle, from_env })
 }

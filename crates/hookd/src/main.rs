@@ -5,6 +5,7 @@ mod dispatch;
 mod kv;
 mod logging;
 mod plugins;
+mod reload;
 mod send;
 mod serve;
 mod tools;

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use hookd_config::{Config, PluginSpec};
 use hookd_core::EventType;
@@ -88,7 +90,8 @@ pub fn discover(config: &Config) -> (Vec<PluginSpec>, Vec<PluginProblem>) {
     (specs.into_values().collect(), problems)
 }
 
-/// Reads and compiles one plugin.
+/// Reads and compiles one plugin (for `hookd check` and `hookd run-plugin`; the daemon loads
+/// through [`crate::reload`]).
 pub fn compile(host: &PluginHost, spec: PluginSpec) -> Result<LoadedPlugin, PluginProblem> {
     let name = spec.name.clone();
     let bytes = std::fs::read(&spec.wasm).map_err(|e| PluginProblem {
@@ -101,68 +104,35 @@ pub fn compile(host: &PluginHost, spec: PluginSpec) -> Result<LoadedPlugin, Plug
     })
 }
 
-/// Compiles every plugin, off the async threads. Plugins that fail are reported and left out.
-pub async fn compile_all(
-    host: &Arc<PluginHost>,
-    specs: Vec<PluginSpec>,
-) -> (Vec<LoadedPlugin>, Vec<PluginProblem>) {
-    let host = host.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let mut loaded = Vec::new();
-        let mut problems = Vec::new();
-        for spec in specs {
-            match compile(&host, spec) {
-                Ok(p) => loaded.push(p),
-                Err(p) => problems.push(p),
-            }
-        }
-        (loaded, problems)
-    })
-    .await;
-    joined.unwrap_or_else(|e| {
-        (
-            Vec::new(),
-            vec![PluginProblem {
-                plugin: String::new(),
-                message: format!("compiling plugins failed: {e}"),
-            }],
-        )
-    })
-}
+/// The plugins serving, by name.
+pub type PluginMap = BTreeMap<String, Arc<LoadedPlugin>>;
 
-/// The plugins currently serving, by name. Readers take a snapshot; a reload swaps it.
+/// The plugins currently serving. Readers take a snapshot (a lock-free load); a reload builds
+/// a whole new map, plugins and subscriptions together, and swaps it in at once. A delivery
+/// that started on the old snapshot finishes on the plugin version it holds.
 #[derive(Default)]
 pub struct PluginRegistry {
-    current: RwLock<Arc<BTreeMap<String, Arc<LoadedPlugin>>>>,
+    current: ArcSwap<PluginMap>,
 }
 
 impl PluginRegistry {
-    pub fn new(plugins: Vec<LoadedPlugin>) -> Self {
-        let map = plugins
-            .into_iter()
-            .map(|p| (p.spec.name.clone(), Arc::new(p)))
-            .collect();
-        Self {
-            current: RwLock::new(Arc::new(map)),
-        }
-    }
-
-    pub fn snapshot(&self) -> Arc<BTreeMap<String, Arc<LoadedPlugin>>> {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    pub fn snapshot(&self) -> Arc<PluginMap> {
+        self.current.load_full()
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
-        self.snapshot().get(name).cloned()
+        self.current.load().get(name).cloned()
     }
-}
 
-impl PluginRegistry {
+    /// Replaces every plugin at once.
+    pub fn swap(&self, plugins: PluginMap) {
+        self.current.store(Arc::new(plugins));
+    }
+
     /// Names of the loaded plugins whose patterns match `event_type`.
     pub fn subscribers(&self, event_type: &EventType) -> Vec<Arc<str>> {
-        self.snapshot()
+        self.current
+            .load()
             .values()
             .filter(|p| {
                 p.spec

@@ -2,27 +2,33 @@
 //! cleanly.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use hookd_config::Config;
 use hookd_core::Verifier;
-use hookd_host::{HostSettings, PluginHost};
-use hookd_server::{AdminState, IngestLimits, IngestMetrics, IngestState, ListenerSettings};
+use hookd_host::{CodeCache, HostSettings, PluginHost};
+use hookd_server::{AdminState, IngestMetrics, IngestState, ListenerSettings};
 use hookd_store::Store;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::cli::{ServeArgs, report_config_errors};
 use crate::dispatch::{DeliveryMetrics, Dispatcher, Routes};
 use crate::kv::StoreKv;
+use crate::logging::LogFilter;
 use crate::plugins::PluginRegistry;
+use crate::reload::{PluginsInfo, ReloadMetrics, Reloader};
 
+/// The compiled-code cache, inside the store's folder.
+const CODE_CACHE_DIR: &str = "code-cache";
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -32,10 +38,13 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Err(errors) => return report_config_errors(&errors),
     };
     let format = args.log_format.map_or(config.log.format, Into::into);
-    if let Err(e) = crate::logging::init(format, &config.log.filter) {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
-    }
+    let log_filter = match crate::logging::init(format, &config.log.filter) {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hookd-worker")
@@ -47,7 +56,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(args.config, config, log_filter)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = format!("{e:#}"), "hookd stopped on an error");
@@ -56,7 +65,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let store = Store::open(
         hookd_store::StoreConfig {
@@ -81,31 +90,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         )
         .context("cannot start the plugin host")?,
     );
-    let (specs, mut problems) = crate::plugins::discover(&config);
-    let (loaded, compile_problems) = crate::plugins::compile_all(&host, specs).await;
-    problems.extend(compile_problems);
-    for p in &problems {
-        error!(plugin = %p.plugin, problem = %p.message, "plugin not loaded");
-    }
-    for p in &loaded {
-        let events: Vec<&str> = p.spec.events.iter().map(|e| e.as_str()).collect();
-        info!(plugin = %p.spec.name, content_hash = %p.content_hash, events = ?events, "plugin loaded");
-    }
-    let plugin_registry = Arc::new(PluginRegistry::new(loaded));
+    let cache = match CodeCache::open(&config.store.dir.join(CODE_CACHE_DIR), host.engine()) {
+        Ok(cache) => Some(cache),
+        Err(e) => {
+            warn!(error = %e, "no compiled-code cache: every start compiles every plugin");
+            None
+        }
+    };
+    let plugin_registry = Arc::new(PluginRegistry::default());
+    let plugins_info = Arc::new(PluginsInfo::new(plugin_registry.clone()));
     let (hints_tx, hints_rx) = tokio::sync::mpsc::channel(65_536);
     let delivery_metrics = DeliveryMetrics::register(&mut registry);
+    let reload_metrics = ReloadMetrics::register(&mut registry);
 
     let ingest_metrics = IngestMetrics::register(&mut registry);
     let verifier = Verifier::new(&config.secrets).context("no webhook secret is configured")?;
     let ingest = Arc::new(IngestState {
-        limits: IngestLimits {
-            path: config.server.path.clone(),
-            max_body_bytes: config.server.max_body_bytes,
-            max_json_depth: config.server.max_json_depth,
-            body_read_timeout: config.server.body_read_timeout,
-            retry_after: config.server.retry_after,
-        },
-        verifier,
+        limits: ArcSwap::from_pointee(crate::reload::ingest_limits(&config)),
+        verifier: ArcSwap::from_pointee(verifier),
         store: store.clone(),
         subscriptions: Arc::new(Routes {
             registry: plugin_registry.clone(),
@@ -113,6 +115,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }),
         metrics: ingest_metrics,
     });
+
+    let reloader = Reloader {
+        config_path,
+        config: config.clone(),
+        host: host.clone(),
+        cache: cache.clone(),
+        registry: plugin_registry.clone(),
+        info: plugins_info.clone(),
+        ingest: ingest.clone(),
+        log_filter,
+        metrics: reload_metrics,
+    };
+    reloader.load_plugins().await;
+    if let Some(cache) = &cache {
+        let in_use = plugin_registry
+            .snapshot()
+            .values()
+            .map(|p| p.content_hash.clone())
+            .collect();
+        let removed = cache.prune(&in_use);
+        if removed > 0 {
+            info!(removed, "old compiled-code cache entries removed");
+        }
+    }
 
     let ingest_listener = bind(config.server.listen, "ingest").await?;
     let admin_listener = match config.admin.listen {
@@ -142,6 +168,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             registry: registry.clone(),
             store: store.clone(),
             ready: ready.clone(),
+            info: plugins_info.clone(),
         });
         tokio::spawn(hookd_server::serve(
             listener,
@@ -169,6 +196,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         max_in_flight: config.plugins.max_instances as usize,
     };
     let dispatch_task = tokio::spawn(dispatcher.run(stop_rx.clone(), SHUTDOWN_GRACE));
+    let reload_task = tokio::spawn(crate::reload::run(reloader, stop_rx.clone(), |_| {}));
 
     ready.store(true, Ordering::Release);
     info!(version = env!("CARGO_PKG_VERSION"), "hookd ready");
@@ -185,6 +213,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let _ = dispatch_task.await;
+    let _ = reload_task.await;
     let store_for_close = store.clone();
     tokio::task::spawn_blocking(move || store_for_close.close())
         .await

@@ -1,0 +1,641 @@
+//! Hot reload. The plugin folder is watched; SIGHUP re-reads the main config. Both rebuild the
+//! plugin registry off the request and delivery paths and swap it in whole.
+//!
+//! Rules an operator can rely on:
+//! - **A broken file never replaces a working plugin.** A `NAME.wasm` that does not compile
+//!   (half-copied, garbage, wrong world) or a `NAME.toml` that does not validate leaves the
+//!   previous version serving and is tried again when the file changes again.
+//! - **Unchanged content is not recompiled.** Files are compared by SHA-256; a manifest-only
+//!   change links the same code again under the new settings.
+//! - **In-flight deliveries finish on the version they started with**; the next delivery uses
+//!   the new one.
+//! - **A removed plugin gets no new deliveries**; its pending deliveries stay in the store,
+//!   paused, and resume if a plugin of that name comes back.
+//! - **A config reload is all or nothing**: it is validated first, and a config with any error
+//!   changes nothing. Settings that cannot change live are reported and keep their running
+//!   values until a restart.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hookd_config::{Config, PluginSpec};
+use hookd_core::Verifier;
+use hookd_host::{CodeCache, LoadedPlugin, PluginHost};
+use hookd_server::{AdminInfo, IngestLimits, IngestState};
+use notify::EventKind;
+use notify::event::{AccessKind, AccessMode};
+use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+use tracing::{error, info, warn};
+
+use crate::logging::LogFilter;
+use crate::plugins::{PluginMap, PluginRegistry, discover};
+
+/// Quiet time after the last change to a file before the folder is read again: a copy in
+/// progress keeps resetting it.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// What happened to one plugin in a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A new plugin is serving.
+    Added,
+    /// New code is serving.
+    Updated,
+    /// The same code is serving under a new manifest.
+    Manifest,
+    /// The plugin is gone; its pending deliveries are paused.
+    Removed,
+    /// The new files were refused; the previous version (if any) keeps serving.
+    Failed,
+}
+
+impl ChangeKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Manifest => "manifest",
+            ChangeKind::Removed => "removed",
+            ChangeKind::Failed => "failed",
+        }
+    }
+}
+
+/// One plugin's part of a reload.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub plugin: String,
+    pub kind: ChangeKind,
+    pub old_hash: Option<String>,
+    pub new_hash: Option<String>,
+    /// Compile (or cache read) and link time.
+    pub took: Option<Duration>,
+    pub cache_hit: bool,
+    pub error: Option<String>,
+}
+
+impl Change {
+    fn new(plugin: &str, kind: ChangeKind, old: Option<&Arc<LoadedPlugin>>) -> Change {
+        Change {
+            plugin: plugin.to_owned(),
+            kind,
+            old_hash: old.map(|p| p.content_hash.clone()),
+            new_hash: None,
+            took: None,
+            cache_hit: false,
+            error: None,
+        }
+    }
+
+    fn loaded(mut self, plugin: &LoadedPlugin) -> Change {
+        self.new_hash = Some(plugin.content_hash.clone());
+        self.took = Some(plugin.load_stats.took);
+        self.cache_hit = plugin.load_stats.cache_hit;
+        self
+    }
+
+    fn failed(plugin: &str, old: Option<&Arc<LoadedPlugin>>, error: String) -> Change {
+        Change {
+            error: Some(error),
+            ..Change::new(plugin, ChangeKind::Failed, old)
+        }
+    }
+}
+
+/// Builds the registry `config` and the plugin folder describe now, reusing what `current`
+/// already has: unchanged plugins are kept as they are, refused ones keep their old version.
+/// Reads and compiles: call it off the async threads.
+pub fn rebuild(
+    host: &PluginHost,
+    cache: Option<&CodeCache>,
+    current: &PluginMap,
+    config: &Config,
+) -> (PluginMap, Vec<Change>) {
+    let (specs, problems) = discover(config);
+    let mut next = PluginMap::new();
+    let mut changes = Vec::new();
+
+    // Problems with one plugin's manifest: keep what serves. A problem with the folder itself
+    // (unreadable) keeps every plugin it would have listed.
+    let mut refused: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in problems {
+        refused.entry(p.plugin).or_default().push(p.message);
+    }
+    let folder_unreadable = refused.contains_key("");
+    for (name, messages) in &refused {
+        let old = current.get(name);
+        if let Some(old) = old {
+            next.insert(name.clone(), old.clone());
+        }
+        changes.push(Change::failed(name, old, messages.join("; ")));
+    }
+
+    for spec in specs {
+        let name = spec.name.clone();
+        let old = current.get(&name);
+        match load_one(host, cache, old, spec) {
+            Ok(None) => {
+                if let Some(old) = old {
+                    next.insert(name, old.clone());
+                }
+            }
+            Ok(Some((plugin, kind))) => {
+                changes.push(Change::new(&name, kind, old).loaded(&plugin));
+                next.insert(name, Arc::new(plugin));
+            }
+            Err(LoadFailure::Missing(_)) if old.is_some() => {
+                changes.push(Change::new(&name, ChangeKind::Removed, old));
+            }
+            Err(LoadFailure::Missing(message) | LoadFailure::Refused(message)) => {
+                if let Some(old) = old {
+                    next.insert(name.clone(), old.clone());
+                }
+                changes.push(Change::failed(&name, old, message));
+            }
+        }
+    }
+
+    for (name, old) in current {
+        if next.contains_key(name) || refused.contains_key(name) {
+            continue;
+        }
+        if folder_unreadable {
+            next.insert(name.clone(), old.clone());
+        } else {
+            changes.push(Change::new(name, ChangeKind::Removed, Some(old)));
+        }
+    }
+    (next, changes)
+}
+
+enum LoadFailure {
+    /// The component file is gone.
+    Missing(String),
+    Refused(String),
+}
+
+/// `Ok(None)`: unchanged.
+fn load_one(
+    host: &PluginHost,
+    cache: Option<&CodeCache>,
+    old: Option<&Arc<LoadedPlugin>>,
+    spec: PluginSpec,
+) -> Result<Option<(LoadedPlugin, ChangeKind)>, LoadFailure> {
+    let bytes = std::fs::read(&spec.wasm).map_err(|e| {
+        let message = format!("cannot read `{}`: {e}", spec.wasm.display());
+        if e.kind() == std::io::ErrorKind::NotFound {
+            LoadFailure::Missing(message)
+        } else {
+            LoadFailure::Refused(message)
+        }
+    })?;
+    let hash = hookd_host::content_hash(&bytes);
+    if let Some(old) = old.filter(|old| old.content_hash == hash) {
+        if *old.spec == spec {
+            return Ok(None);
+        }
+        return host
+            .relink(old, spec)
+            .map(|p| Some((p, ChangeKind::Manifest)))
+            .map_err(|e| LoadFailure::Refused(e.to_string()));
+    }
+    let kind = if old.is_some() {
+        ChangeKind::Updated
+    } else {
+        ChangeKind::Added
+    };
+    host.load_cached(spec, &bytes, cache)
+        .map(|p| Some((p, kind)))
+        .map_err(|e| LoadFailure::Refused(e.to_string()))
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabel {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+/// `hookd_reloads_total{kind, outcome}`: `kind` is `plugin` (outcome added, updated,
+/// manifest, removed, failed) or `config` (outcome ok, failed).
+#[derive(Clone)]
+pub struct ReloadMetrics {
+    reloads: Family<ReloadLabel, Counter>,
+}
+
+impl ReloadMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            reloads: Family::default(),
+        };
+        registry.sub_registry_with_prefix("hookd").register(
+            "reloads",
+            "Reloads of plugins (added, updated, manifest, removed, failed) and of the main \
+             config (ok, failed)",
+            m.reloads.clone(),
+        );
+        m
+    }
+
+    fn count(&self, kind: &'static str, outcome: &'static str) {
+        self.reloads
+            .get_or_create(&ReloadLabel { kind, outcome })
+            .inc();
+    }
+}
+
+/// The last refusal of a plugin's files, kept until a version of it loads.
+#[derive(Debug, Clone)]
+struct LastError {
+    message: String,
+    at: SystemTime,
+}
+
+/// What `/plugins` shows: the registry, and the last refusal of each plugin.
+pub struct PluginsInfo {
+    registry: Arc<PluginRegistry>,
+    errors: Mutex<BTreeMap<String, LastError>>,
+}
+
+impl PluginsInfo {
+    pub fn new(registry: Arc<PluginRegistry>) -> Self {
+        Self {
+            registry,
+            errors: Mutex::default(),
+        }
+    }
+
+    fn record(&self, changes: &[Change]) {
+        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        for c in changes {
+            match c.kind {
+                ChangeKind::Failed => {
+                    errors.insert(
+                        c.plugin.clone(),
+                        LastError {
+                            message: c.error.clone().unwrap_or_default(),
+                            at: SystemTime::now(),
+                        },
+                    );
+                }
+                ChangeKind::Added | ChangeKind::Updated | ChangeKind::Manifest => {
+                    errors.remove(&c.plugin);
+                }
+                ChangeKind::Removed => {}
+            }
+        }
+        // Only plugins that exist (loaded, or refused and never loaded) keep an entry.
+        let loaded = self.registry.snapshot();
+        let refused_now: HashSet<&str> = changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Failed)
+            .map(|c| c.plugin.as_str())
+            .collect();
+        errors.retain(|name, _| loaded.contains_key(name) || refused_now.contains(name.as_str()));
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl AdminInfo for PluginsInfo {
+    fn plugins(&self) -> serde_json::Value {
+        let loaded = self.registry.snapshot();
+        let errors = self
+            .errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut out = Vec::new();
+        for (name, p) in loaded.iter() {
+            let spec = &p.spec;
+            let error = errors.get(name);
+            out.push(json!({
+                "name": name,
+                "loaded": true,
+                "content_hash": p.content_hash,
+                "loaded_at_ms": unix_ms(p.loaded_at),
+                "load_ms": p.load_stats.took.as_secs_f64() * 1000.0,
+                "cache_hit": p.load_stats.cache_hit,
+                "wasm": spec.wasm,
+                "manifest": spec.source,
+                "events": spec.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+                "limits": {
+                    "timeout_ms": spec.limits.timeout.as_millis() as u64,
+                    "memory_bytes": spec.limits.memory_bytes,
+                    "concurrency": spec.limits.concurrency,
+                },
+                "retry": {
+                    "max_attempts": spec.retry.max_attempts,
+                    "initial_backoff_ms": spec.retry.initial_backoff.as_millis() as u64,
+                    "max_backoff_ms": spec.retry.max_backoff.as_millis() as u64,
+                    "max_age_secs": spec.retry.max_age.as_secs(),
+                },
+                "http_origins": spec.capabilities.http.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "kv": spec.capabilities.kv,
+                "last_error": error.map(|e| e.message.clone()),
+                "last_error_at_ms": error.map(|e| unix_ms(e.at)),
+            }));
+        }
+        for (name, error) in errors.iter().filter(|(n, _)| !loaded.contains_key(*n)) {
+            out.push(json!({
+                "name": name,
+                "loaded": false,
+                "last_error": error.message,
+                "last_error_at_ms": unix_ms(error.at),
+            }));
+        }
+        serde_json::Value::Array(out)
+    }
+}
+
+/// Everything a reload touches.
+pub struct Reloader {
+    pub config_path: PathBuf,
+    /// The configuration in force: the last one that validated, with the settings that need a
+    /// restart kept at their running values.
+    pub config: Config,
+    pub host: Arc<PluginHost>,
+    pub cache: Option<CodeCache>,
+    pub registry: Arc<PluginRegistry>,
+    pub info: Arc<PluginsInfo>,
+    pub ingest: Arc<IngestState>,
+    pub log_filter: LogFilter,
+    pub metrics: ReloadMetrics,
+}
+
+impl Reloader {
+    /// Loads the plugins the configuration describes (at start, the registry is empty).
+    pub async fn load_plugins(&self) {
+        let host = self.host.clone();
+        let cache = self.cache.clone();
+        let current = self.registry.snapshot();
+        let config = self.config.clone();
+        let started = Instant::now();
+        let built =
+            tokio::task::spawn_blocking(move || rebuild(&host, cache.as_ref(), &current, &config))
+                .await;
+        let (next, changes) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                error!(error = %e, "the plugin reload task failed; the plugins serving are unchanged");
+                self.metrics.count("plugin", "failed");
+                return;
+            }
+        };
+        let swapped = changes.iter().any(|c| c.kind != ChangeKind::Failed);
+        if swapped {
+            self.registry.swap(next);
+        }
+        self.info.record(&changes);
+        for change in &changes {
+            self.metrics.count("plugin", change.kind.label());
+            log_change(change);
+        }
+        if swapped {
+            let loaded = self.registry.snapshot();
+            info!(
+                plugins = loaded.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "plugin registry swapped"
+            );
+        }
+    }
+
+    /// SIGHUP: re-reads the main config; applies it all or changes nothing.
+    pub async fn reload_config(&mut self) {
+        info!(config = %self.config_path.display(), "reloading the configuration");
+        let path = self.config_path.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
+        let mut new = match loaded {
+            Ok(Ok(config)) => config,
+            Ok(Err(errors)) => {
+                for e in errors.iter() {
+                    error!(problem = %e, "configuration reload refused");
+                }
+                error!(
+                    errors = errors.iter().count(),
+                    "the new configuration does not validate; the running one is kept"
+                );
+                self.metrics.count("config", "failed");
+                return;
+            }
+            Err(e) => {
+                error!(error = %e, "the configuration reload task failed; the running configuration is kept");
+                self.metrics.count("config", "failed");
+                return;
+            }
+        };
+        let verifier = match Verifier::new(&new.secrets) {
+            Ok(v) => v,
+            Err(e) => {
+                error!(error = %e, "configuration reload refused; the running one is kept");
+                self.metrics.count("config", "failed");
+                return;
+            }
+        };
+        if let Err(e) = self.log_filter.set(&new.log.filter) {
+            // Validation checks the filter, so this is not expected; the rest still applies.
+            warn!(error = %e, "the log filter was not changed");
+        }
+        let restart = keep_running_settings(&mut new, &self.config);
+        self.ingest.verifier.store(Arc::new(verifier));
+        self.ingest.limits.store(Arc::new(ingest_limits(&new)));
+        let secrets = new.secrets.len();
+        self.config = new;
+        self.metrics.count("config", "ok");
+        info!(
+            secrets,
+            path = %self.config.server.path,
+            "configuration reloaded: secrets, ingest limits, log filter and plugins applied"
+        );
+        if !restart.is_empty() {
+            warn!(
+                settings = restart.join(", "),
+                "these settings changed but only take effect after a restart; they keep their running values"
+            );
+        }
+        self.load_plugins().await;
+    }
+}
+
+/// The ingest limits a configuration sets.
+pub fn ingest_limits(config: &Config) -> IngestLimits {
+    IngestLimits {
+        path: config.server.path.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+        max_json_depth: config.server.max_json_depth,
+        body_read_timeout: config.server.body_read_timeout,
+        retry_after: config.server.retry_after,
+    }
+}
+
+/// Puts the settings that cannot change without a restart back to their running values, and
+/// names those that differed.
+fn keep_running_settings(new: &mut Config, running: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($($field:ident).+, $key:literal) => {
+            if new.$($field).+ != running.$($field).+ {
+                changed.push($key);
+                new.$($field).+ = running.$($field).+.clone();
+            }
+        };
+    }
+    keep!(server.listen, "server.listen");
+    keep!(server.max_connections, "server.max_connections");
+    keep!(server.header_read_timeout, "server.header_read_timeout_ms");
+    keep!(admin.listen, "admin.listen");
+    keep!(store.dir, "store.dir");
+    keep!(store.dedup_window, "store.dedup_window_secs");
+    keep!(store.queue_capacity, "store.queue_capacity");
+    keep!(store.max_batch, "store.max_batch");
+    keep!(plugins.max_instances, "plugins.max_instances");
+    keep!(plugins.max_memory_bytes, "plugins.max_memory_mb");
+    keep!(plugins.pooling, "plugins.pooling");
+    keep!(log.format, "log.format");
+    changed
+}
+
+fn log_change(c: &Change) {
+    let took_ms = c.took.map(|t| t.as_secs_f64() * 1000.0);
+    let old = c.old_hash.as_deref().map(short_hash);
+    let new = c.new_hash.as_deref().map(short_hash);
+    match c.kind {
+        ChangeKind::Added => {
+            info!(plugin = %c.plugin, new_hash = new, took_ms, cache_hit = c.cache_hit, "plugin loaded")
+        }
+        ChangeKind::Updated => {
+            info!(plugin = %c.plugin, old_hash = old, new_hash = new, took_ms, cache_hit = c.cache_hit, "plugin reloaded: new code serving")
+        }
+        ChangeKind::Manifest => {
+            info!(plugin = %c.plugin, content_hash = new, took_ms, "plugin manifest reloaded: same code, new settings")
+        }
+        ChangeKind::Removed => {
+            warn!(plugin = %c.plugin, old_hash = old, "plugin removed: no new deliveries; its pending ones wait in the store until it comes back")
+        }
+        ChangeKind::Failed if c.old_hash.is_some() => {
+            error!(plugin = %c.plugin, old_hash = old, error = c.error.as_deref().unwrap_or(""), "plugin reload refused; the previous version keeps serving")
+        }
+        ChangeKind::Failed => {
+            error!(plugin = %c.plugin, error = c.error.as_deref().unwrap_or(""), "plugin not loaded")
+        }
+    }
+}
+
+fn short_hash(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// Watches the plugin folder and wakes `changed` when a `.wasm` or `.toml` in it changes.
+pub struct FolderWatch {
+    dir: PathBuf,
+    _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+}
+
+impl FolderWatch {
+    pub fn start(dir: &Path, changed: Arc<Notify>) -> anyhow::Result<FolderWatch> {
+        let handler = move |result: DebounceEventResult| match result {
+            Ok(events) => {
+                if events.iter().any(is_plugin_change) {
+                    changed.notify_one();
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    warn!(error = %e, "plugin folder watch error; reading the folder again");
+                }
+                changed.notify_one();
+            }
+        };
+        let mut debouncer = notify_debouncer_full::new_debouncer(DEBOUNCE, None, handler)?;
+        debouncer.watch(dir, notify::RecursiveMode::NonRecursive)?;
+        Ok(FolderWatch {
+            dir: dir.to_owned(),
+            _debouncer: debouncer,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A change that can alter a plugin: not the daemon's own reads, not other files.
+fn is_plugin_change(event: &DebouncedEvent) -> bool {
+    if event.need_rescan() {
+        return true;
+    }
+    let relevant_kind = match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    };
+    relevant_kind
+        && event.paths.iter().any(|p| {
+            p.extension()
+                .is_some_and(|ext| ext == "wasm" || ext == "toml")
+        })
+}
+
+/// Serves reload requests until `stop`: folder changes and SIGHUP, one at a time.
+pub async fn run(
+    mut reloader: Reloader,
+    mut stop: watch::Receiver<bool>,
+    mut on_config_reload: impl FnMut(ReloadPhase),
+) {
+    let changed = Arc::new(Notify::new());
+    let mut folder = watch_folder(&reloader.config.plugins.dir, &changed);
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            error!(error = %e, "cannot watch SIGHUP; configuration reload is off");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            () = changed.notified() => reloader.load_plugins().await,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                on_config_reload(ReloadPhase::Started);
+                reloader.reload_config().await;
+                let dir = &reloader.config.plugins.dir;
+                if folder.as_ref().is_none_or(|f| f.dir() != dir) {
+                    folder = watch_folder(dir, &changed);
+                }
+                on_config_reload(ReloadPhase::Finished);
+            }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Where a configuration reload is, for the service manager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadPhase {
+    Started,
+    Finished,
+}
+
+fn watch_folder(dir: &Path, changed: &Arc<Notify>) -> Option<FolderWatch> {
+    match FolderWatch::start(dir, changed.clone()) {
+        Ok(w) => {
+            info!(dir = %dir.display(), "watching the plugin folder");
+            Some(w)
+        }
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e,
+                "cannot watch the plugin folder; plugins change only on SIGHUP (create the folder, then reload)");
+            None
+        }
+    }
+}

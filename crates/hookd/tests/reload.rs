@@ -1,0 +1,539 @@
+//! Hot reload end to end: plugins replaced, added and removed under signed load, the main
+//! config reloaded on SIGHUP, the compiled-code cache across restarts.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Env, client, deliveries, event, install_plugin, wait_until};
+use hookd_core::{SIGNATURE_HEADER, Secret};
+use hookd_test_plugins as wasm;
+use sha2::{Digest, Sha256};
+
+const WAIT: Duration = Duration::from_secs(30);
+const VERSIONED_TOML: &str =
+    "events = [\"*\"]\n[limits]\nconcurrency = 16\n[capabilities]\nkv = true\n";
+
+fn hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn plugins(daemon: &Daemon) -> Vec<serde_json::Value> {
+    client()
+        .get(daemon.admin_url("/plugins"))
+        .send()
+        .unwrap()
+        .json::<Vec<serde_json::Value>>()
+        .unwrap()
+}
+
+fn plugin(daemon: &Daemon, name: &str) -> Option<serde_json::Value> {
+    plugins(daemon).into_iter().find(|p| p["name"] == name)
+}
+
+fn serving_hash(daemon: &Daemon, name: &str) -> Option<String> {
+    plugin(daemon, name)
+        .filter(|p| p["loaded"] == true)
+        .and_then(|p| p["content_hash"].as_str().map(str::to_owned))
+}
+
+/// The value of one metric sample, 0 when absent.
+fn metric(daemon: &Daemon, sample: &str) -> u64 {
+    daemon
+        .metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every key-value row of `plugin`: key -> counter value.
+fn kv_rows(store: &Path, plugin: &str) -> BTreeMap<String, i64> {
+    let conn = rusqlite::Connection::open_with_flags(
+        store.join("hookd.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT key, value FROM kv WHERE plugin = ?1")
+        .unwrap();
+    stmt.query_map([plugin], |r| {
+        let value: Vec<u8> = r.get(1)?;
+        Ok((
+            r.get::<_, String>(0)?,
+            i64::from_le_bytes(value.try_into().unwrap()),
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// Which version handled attempt 1 of `id`, once it did.
+fn handled_by(store: &Path, id: &str) -> Option<char> {
+    let rows = kv_rows(store, "versioned");
+    ['a', 'b']
+        .into_iter()
+        .find(|v| rows.contains_key(&format!("{v}:{id}:1")))
+}
+
+/// Signed events posted continuously from one thread until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    refused: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let refused = Arc::new(AtomicU64::new(0));
+        let (s, a, r) = (stop.clone(), acked.clone(), refused.clone());
+        let thread = std::thread::spawn(move || {
+            let client = client();
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                n += 1;
+                let id = format!("load-{n}");
+                let body = event(&id, "message.created");
+                let response = client
+                    .post(&url)
+                    .header(SIGNATURE_HEADER, common::sign(&body))
+                    .body(body)
+                    .send();
+                match response {
+                    Ok(resp) if resp.status() == 200 => a.lock().unwrap().push(id),
+                    _ => {
+                        r.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Load {
+            stop,
+            acked,
+            refused,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (Vec<String>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
+        (acked, self.refused.load(Ordering::Relaxed))
+    }
+}
+
+/// How a new version lands in the folder.
+#[derive(Debug, Clone, Copy)]
+enum Landing {
+    /// Written to a temporary name, then renamed over the plugin (what `install` and most
+    /// deploy tools do).
+    Rename,
+    /// Truncated and rewritten in place (`cp` over the file, editors without safe-save).
+    Overwrite,
+}
+
+fn land(path: &Path, bytes: &[u8], how: Landing) {
+    match how {
+        Landing::Rename => {
+            let tmp = path.with_extension("wasm.part");
+            std::fs::write(&tmp, bytes).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        }
+        Landing::Overwrite => std::fs::write(path, bytes).unwrap(),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[test]
+fn fifty_swaps_under_load_lose_nothing_and_each_attempt_runs_one_version() {
+    let env = Env::new("");
+    install_plugin(&env, "versioned", wasm::FIXTURE_VERSION_A, VERSIONED_TOML);
+    let target = env.dir.path().join("plugins/versioned.wasm");
+    let a = std::fs::read(wasm::FIXTURE_VERSION_A).unwrap();
+    let b = std::fs::read(wasm::FIXTURE_VERSION_B).unwrap();
+    let (hash_a, hash_b) = (hash(&a), hash(&b));
+    assert_ne!(hash_a, hash_b);
+    let daemon = env.start();
+    assert_eq!(serving_hash(&daemon, "versioned"), Some(hash_a.clone()));
+
+    let load = Load::start(daemon.url());
+    let mut latencies = Vec::new();
+    let mut broken_landed = 0;
+    let mut current = 'a';
+    for i in 0..52 {
+        let how = if i % 2 == 0 {
+            Landing::Rename
+        } else {
+            Landing::Overwrite
+        };
+        // Every fourth swap, first a broken file: half a component, then garbage. The
+        // serving version must stay, with the refusal visible.
+        if i % 4 == 3 {
+            let serving = if current == 'a' { &a } else { &b };
+            let broken: &[u8] = if i % 8 == 3 {
+                &serving[..serving.len() / 2]
+            } else {
+                b"this is not a component"
+            };
+            let failed_before = metric(
+                &daemon,
+                "hookd_reloads_total{kind=\"plugin\",outcome=\"failed\"}",
+            );
+            land(&target, broken, how);
+            broken_landed += 1;
+            wait_until("the broken file is refused", WAIT, || {
+                metric(
+                    &daemon,
+                    "hookd_reloads_total{kind=\"plugin\",outcome=\"failed\"}",
+                ) > failed_before
+            });
+            let shown = plugin(&daemon, "versioned").unwrap();
+            assert_eq!(
+                shown["content_hash"],
+                hash(serving),
+                "the old version serves"
+            );
+            assert!(shown["last_error"].is_string(), "{shown}");
+        }
+
+        let (next, bytes, expected) = if current == 'a' {
+            ('b', &b, &hash_b)
+        } else {
+            ('a', &a, &hash_a)
+        };
+        let landed = Instant::now();
+        land(&target, bytes, how);
+        wait_until(&format!("swap {i} ({how:?}) to {next}"), WAIT, || {
+            serving_hash(&daemon, "versioned").as_ref() == Some(expected)
+        });
+        latencies.push(landed.elapsed());
+        current = next;
+
+        // The next event is handled by the new version.
+        let probe = format!("probe-{i}");
+        assert_eq!(daemon.post(&event(&probe, "contact.created")).status(), 200);
+        wait_until(&format!("{probe} handled"), WAIT, || {
+            handled_by(&env.store_dir(), &probe).is_some()
+        });
+        assert_eq!(
+            handled_by(&env.store_dir(), &probe),
+            Some(next),
+            "{probe} was handled by the old version after the swap"
+        );
+        assert!(plugin(&daemon, "versioned").unwrap()["last_error"].is_null());
+    }
+    let (acked, refused) = load.finish();
+    assert_eq!(refused, 0, "requests refused during the swaps");
+    assert!(acked.len() > 100, "too little load: {} events", acked.len());
+
+    let expected = acked.len() + 52;
+    wait_until("every delivery done", Duration::from_secs(120), || {
+        let d = deliveries(&env.store_dir());
+        d.len() == expected && d.values().all(|(state, _, _)| state == "done")
+    });
+    for ((id, _), (_, attempts, error)) in deliveries(&env.store_dir()) {
+        assert_eq!(attempts, 1, "{id} needed {attempts} attempts: {error:?}");
+    }
+    let rows = kv_rows(&env.store_dir(), "versioned");
+    let mut by_version: BTreeMap<char, usize> = BTreeMap::new();
+    for id in &acked {
+        let ran: Vec<(char, i64)> = ['a', 'b']
+            .into_iter()
+            .filter_map(|v| rows.get(&format!("{v}:{id}:1")).map(|n| (v, *n)))
+            .collect();
+        assert!(
+            matches!(ran.as_slice(), [(_, 1)]),
+            "{id}: one attempt, one version, once; got {ran:?}"
+        );
+        *by_version.entry(ran[0].0).or_default() += 1;
+    }
+    assert_eq!(
+        rows.len(),
+        expected,
+        "no attempt beyond the first, no unknown key"
+    );
+    let metrics = daemon.metrics();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("hookd_deliveries_total")
+                && !l.contains("outcome=\"ok\"")
+                && !l.ends_with(" 0")),
+        "failed deliveries:\n{metrics}"
+    );
+    assert!(
+        metric(
+            &daemon,
+            "hookd_reloads_total{kind=\"plugin\",outcome=\"updated\"}"
+        ) >= 52
+    );
+
+    latencies.sort();
+    println!(
+        "{} swaps ({} broken files refused), {} events under load ({by_version:?} by version): \
+         file landed -> new version serving p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len(),
+        broken_landed,
+        acked.len(),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+    daemon.stop();
+}
+
+#[test]
+fn plugins_come_and_go_live_and_a_removed_plugins_deliveries_wait() {
+    let env = Env::new("");
+    let dir = env.dir.path().join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let daemon = env.start();
+    assert!(plugins(&daemon).is_empty());
+
+    // Added live (component, then manifest).
+    install_plugin(&env, "versioned", wasm::FIXTURE_VERSION_A, VERSIONED_TOML);
+    wait_until("versioned loaded", WAIT, || {
+        serving_hash(&daemon, "versioned").is_some()
+    });
+    assert_eq!(
+        daemon.post(&event("live-1", "message.created")).status(),
+        200
+    );
+    wait_until("live-1 handled", WAIT, || {
+        handled_by(&env.store_dir(), "live-1") == Some('a')
+    });
+
+    // A component without a manifest is refused, and named in /plugins.
+    std::fs::copy(wasm::FIXTURE_NOOP, dir.join("orphan.wasm")).unwrap();
+    wait_until("orphan refused", WAIT, || {
+        plugin(&daemon, "orphan").is_some_and(|p| p["loaded"] == false)
+    });
+    let orphan = plugin(&daemon, "orphan").unwrap();
+    assert!(
+        orphan["last_error"].as_str().unwrap().contains("manifest"),
+        "{orphan}"
+    );
+    std::fs::remove_file(dir.join("orphan.wasm")).unwrap();
+
+    // A manifest-only change: new subscriptions, same code, not compiled again.
+    let hash_before = serving_hash(&daemon, "versioned").unwrap();
+    std::fs::write(
+        dir.join("versioned.toml"),
+        VERSIONED_TOML.replace("[\"*\"]", "[\"contact.*\"]"),
+    )
+    .unwrap();
+    wait_until("new subscriptions", WAIT, || {
+        plugin(&daemon, "versioned")
+            .is_some_and(|p| p["events"] == serde_json::json!(["contact.*"]))
+    });
+    assert_eq!(serving_hash(&daemon, "versioned"), Some(hash_before));
+    assert_eq!(
+        daemon.post(&event("live-2", "message.created")).status(),
+        200
+    );
+    assert_eq!(
+        daemon.post(&event("live-3", "contact.deleted")).status(),
+        200
+    );
+    wait_until("live-3 handled", WAIT, || {
+        handled_by(&env.store_dir(), "live-3").is_some()
+    });
+    assert_eq!(handled_by(&env.store_dir(), "live-2"), None, "unsubscribed");
+
+    // A plugin removed while its delivery waits for a retry: the delivery stays pending,
+    // untouched, and resumes when the plugin comes back.
+    install_plugin(
+        &env,
+        "flaky",
+        wasm::FIXTURE_FLAKY,
+        "events = [\"reaction.*\"]\n[retry]\ninitial_backoff_ms = 300\nmax_backoff_ms = 300\n",
+    );
+    wait_until("flaky loaded", WAIT, || {
+        serving_hash(&daemon, "flaky").is_some()
+    });
+    assert_eq!(
+        daemon.post(&event("paused-1", "reaction.added")).status(),
+        200
+    );
+    let flaky_state = || {
+        deliveries(&env.store_dir())
+            .get(&("paused-1".to_owned(), "flaky".to_owned()))
+            .cloned()
+    };
+    wait_until("the first attempt asked for a retry", WAIT, || {
+        flaky_state().is_some_and(|(_, attempts, _)| attempts >= 1)
+    });
+    std::fs::remove_file(dir.join("flaky.wasm")).unwrap();
+    wait_until("flaky removed", WAIT, || plugin(&daemon, "flaky").is_none());
+    let attempts_at_removal = flaky_state().unwrap().1;
+    std::thread::sleep(Duration::from_millis(1500));
+    let (state, attempts, _) = flaky_state().unwrap();
+    assert_eq!(state, "pending");
+    assert_eq!(attempts, attempts_at_removal, "no attempt while removed");
+    std::fs::copy(wasm::FIXTURE_FLAKY, dir.join("flaky.wasm")).unwrap();
+    wait_until("the paused delivery resumes and succeeds", WAIT, || {
+        flaky_state().is_some_and(|(state, attempts, _)| state == "done" && attempts == 3)
+    });
+    assert!(
+        metric(
+            &daemon,
+            "hookd_reloads_total{kind=\"plugin\",outcome=\"removed\"}"
+        ) >= 1
+    );
+    daemon.stop();
+}
+
+fn rewrite_config(config: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    assert!(text.contains(from), "{from} not in the config");
+    std::fs::write(config, text.replacen(from, to, 1)).unwrap();
+}
+
+fn post_signed_with(daemon: &Daemon, secret: &str, id: &str) -> u16 {
+    let body = event(id, "message.created");
+    let signature = hookd_core::sign(&Secret::new(secret).unwrap(), &body);
+    daemon.post_with(&body, Some(&signature)).status().as_u16()
+}
+
+#[test]
+fn sighup_rotates_secrets_live_and_a_broken_config_keeps_the_old_one() {
+    let env = Env::new("");
+    let new_secret = "rotated-secret-0123456789abcdef";
+    std::fs::write(env.dir.path().join("new-secret"), new_secret).unwrap();
+    let daemon = env.start();
+    let ok = "hookd_reloads_total{kind=\"config\",outcome=\"ok\"}";
+    let failed = "hookd_reloads_total{kind=\"config\",outcome=\"failed\"}";
+    assert_eq!(post_signed_with(&daemon, common::SECRET, "rot-1"), 200);
+    assert_eq!(post_signed_with(&daemon, new_secret, "rot-2"), 401);
+
+    // Broken: a syntax error. Nothing changes; every error is logged.
+    let good = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, format!("{good}\n[server\nlisten = 1\n")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_until("the broken config is refused", WAIT, || {
+        metric(&daemon, failed) == 1
+    });
+    assert!(
+        daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("configuration reload refused"))
+    );
+    assert_eq!(post_signed_with(&daemon, common::SECRET, "rot-3"), 200);
+    // Broken: validates as TOML, not as a config (an unknown key).
+    std::fs::write(&env.config, good.replace("[store]", "[store]\nsize = 3")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_until("the invalid config is refused", WAIT, || {
+        metric(&daemon, failed) == 2
+    });
+    assert_eq!(post_signed_with(&daemon, common::SECRET, "rot-4"), 200);
+
+    // Rotation, step 1: both secrets. Also a listen address change, which needs a restart.
+    std::fs::write(&env.config, &good).unwrap();
+    rewrite_config(
+        &env.config,
+        "secrets = [\"file:secret\"]",
+        "secrets = [\"file:secret\", \"file:new-secret\"]",
+    );
+    rewrite_config(
+        &env.config,
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:1\"",
+    );
+    daemon.signal(libc::SIGHUP);
+    wait_until("the new config is applied", WAIT, || {
+        metric(&daemon, ok) == 1
+    });
+    assert!(
+        daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("after a restart") && l.contains("server.listen")),
+        "the listen change is reported"
+    );
+    assert_eq!(post_signed_with(&daemon, common::SECRET, "rot-5"), 200);
+    assert_eq!(post_signed_with(&daemon, new_secret, "rot-6"), 200);
+
+    // Step 2: the old secret removed.
+    rewrite_config(
+        &env.config,
+        "secrets = [\"file:secret\", \"file:new-secret\"]",
+        "secrets = [\"file:new-secret\"]",
+    );
+    daemon.signal(libc::SIGHUP);
+    wait_until("the old secret is dropped", WAIT, || {
+        metric(&daemon, ok) == 2
+    });
+    assert_eq!(post_signed_with(&daemon, new_secret, "rot-7"), 200);
+    assert_eq!(post_signed_with(&daemon, common::SECRET, "rot-8"), 401);
+    assert_eq!(daemon.stop().code(), Some(0));
+}
+
+fn cache_entries(store: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(store.join("code-cache"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_restart_reads_compiled_code_from_the_cache_and_survives_a_damaged_entry() {
+    let env = Env::new("");
+    install_plugin(&env, "versioned", wasm::FIXTURE_VERSION_A, VERSIONED_TOML);
+    install_plugin(&env, "noop", wasm::FIXTURE_NOOP, "events = [\"*\"]\n");
+    let cache_hit = |daemon: &Daemon| -> HashSet<String> {
+        plugins(daemon)
+            .into_iter()
+            .filter(|p| p["cache_hit"] == true)
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let daemon = env.start();
+    assert!(cache_hit(&daemon).is_empty(), "cold start compiles");
+    daemon.stop();
+    let entries = cache_entries(&env.store_dir());
+    assert_eq!(entries.len(), 2, "{entries:?}");
+
+    let daemon = env.start();
+    assert_eq!(cache_hit(&daemon).len(), 2, "warm start reads the cache");
+    daemon.stop();
+
+    // Damage one entry: it is detected, dropped, compiled again; the plugin still serves.
+    let victim = &entries[0];
+    let mut bytes = std::fs::read(victim).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(victim, &bytes).unwrap();
+    let daemon = env.start();
+    assert_eq!(plugins(&daemon).len(), 2);
+    assert_eq!(cache_hit(&daemon).len(), 1, "the damaged entry is a miss");
+    assert!(
+        daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("damaged compiled-code cache entry"))
+    );
+    assert_eq!(
+        daemon.post(&event("cached-1", "message.created")).status(),
+        200
+    );
+    wait_until("delivered by both", WAIT, || {
+        let d = deliveries(&env.store_dir());
+        d.len() == 2 && d.values().all(|(s, _, _)| s == "done")
+    });
+    daemon.stop();
+}
