@@ -74,6 +74,11 @@ const HOOKD: Need = Need::Binary {
     bin: "hookd",
     probe: &["serve"],
 };
+const RELOAD_BENCH: Need = Need::Binary {
+    package: "hookd-bench",
+    bin: "hookd-reload-bench",
+    probe: &[],
+};
 const NOOP_PLUGIN: Need = Need::Plugin {
     package: "fixture-noop",
     file: "fixture_noop.wasm",
@@ -221,6 +226,36 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 fn interrupted() -> anyhow::Result<()> {
     if INTERRUPTED.load(Ordering::Relaxed) {
         bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench reload [ARGS]`: plugin reload latency and restart-to-ready time, from
+/// `hookd-reload-bench` (ARGS are passed to it; `--help` lists them). Writes
+/// `target/bench/reload.json`.
+pub fn reload(args: &[String]) -> anyhow::Result<()> {
+    catch_signals();
+    let paths = Paths::new()?;
+    let mut built = Vec::new();
+    for need in [HOOKD, RELOAD_BENCH, NOOP_PLUGIN] {
+        provide(&paths, need, &mut built).map_err(anyhow::Error::msg)?;
+    }
+    std::fs::create_dir_all(paths.runs())?;
+    let status = run_bounded(
+        Command::new(paths.bin("hookd-reload-bench"))
+            .arg("--hookd")
+            .arg(paths.bin("hookd"))
+            .arg("--plugin")
+            .arg(paths.plugin("fixture_noop.wasm"))
+            .arg("--dir")
+            .arg(paths.runs())
+            .arg("--json")
+            .arg(paths.runs().join("reload.json"))
+            .args(args),
+        Duration::from_secs(1800),
+    )?;
+    if !status.success() {
+        bail!("hookd-reload-bench failed: {status}");
     }
     Ok(())
 }

@@ -6,6 +6,8 @@
 //! - `cargo xtask bench [--quick] [--connections N,N...]`: the ingest benchmark, every system
 //!   one after another on loopback in the same run, with the same load generator; prints one
 //!   table and writes `target/bench/ingest.json`.
+//! - `cargo xtask bench reload`: plugin reload latency and restart-to-ready time with 20
+//!   plugins, cold and with the compiled-code cache; writes `target/bench/reload.json`.
 
 mod bench;
 mod plugins;
@@ -15,11 +17,14 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("bench") if args.get(1).is_some_and(|a| a == "reload") => bench::reload(&args[2..]),
         Some("bench") => bench::run(&args[1..]),
         Some("plugins") => plugins::build().map(drop),
         Some("run") => plugins::run(),
         _ => {
-            eprintln!("usage: cargo xtask run | plugins | bench [--quick] [--connections N,N...]");
+            eprintln!(
+                "usage: cargo xtask run | plugins | bench [--quick] [--connections N,N...] | bench reload"
+            );
             return ExitCode::from(2);
         }
     };

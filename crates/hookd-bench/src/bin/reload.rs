@@ -1,0 +1,319 @@
+//! `hookd-reload-bench`: how long a running hookd takes to serve a plugin file that just
+//! landed in its folder, and how long a restart with many plugins takes to be ready, cold
+//! (empty compiled-code cache) and warm.
+//!
+//! Every plugin variant is the given component with a unique custom section appended: the
+//! same code, a different content hash, so each one is really compiled (or really read from
+//! the cache) and never mistaken for another.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Parser)]
+#[command(about = "Measure hookd's plugin reload latency and restart-to-ready time")]
+struct Args {
+    /// The hookd binary (a release build).
+    #[arg(long)]
+    hookd: PathBuf,
+    /// A small plugin component (e.g. the no-op fixture).
+    #[arg(long)]
+    plugin: PathBuf,
+    /// Plugins installed for the restart measurement.
+    #[arg(long, default_value_t = 20)]
+    plugins: usize,
+    /// Restarts measured, cold and warm each.
+    #[arg(long, default_value_t = 5)]
+    starts: usize,
+    /// Plugin files landed for the reload measurement.
+    #[arg(long, default_value_t = 40)]
+    swaps: usize,
+    /// Where the temporary daemon folders go (default: the system's temp folder).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Write the figures as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+const SECRET: &str = "hookd-bench-secret-0123456789abcdef";
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let component = std::fs::read(&args.plugin)
+        .with_context(|| format!("cannot read {}", args.plugin.display()))?;
+    let parent = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => std::env::temp_dir(),
+    };
+
+    // Restart to ready with N plugins.
+    let work = tempfile::tempdir_in(&parent)?;
+    write_config(work.path())?;
+    let plugins = work.path().join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    for i in 0..args.plugins {
+        std::fs::write(
+            plugins.join(format!("p{i}.wasm")),
+            variant(&component, &format!("start-{i}")),
+        )?;
+        std::fs::write(plugins.join(format!("p{i}.toml")), "events = [\"*\"]\n")?;
+    }
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for _ in 0..args.starts {
+        let _ = std::fs::remove_dir_all(work.path().join("state"));
+        cold.push(start_to_ready(&args.hookd, work.path(), args.plugins)?);
+        warm.push(start_to_ready(&args.hookd, work.path(), args.plugins)?);
+    }
+
+    // Reload latency: a new component lands (renamed into place) while the daemon runs.
+    let work = tempfile::tempdir_in(&parent)?;
+    write_config(work.path())?;
+    let plugins = work.path().join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    let target = plugins.join("swap.wasm");
+    std::fs::write(&target, variant(&component, "swap-0"))?;
+    std::fs::write(plugins.join("swap.toml"), "events = [\"*\"]\n")?;
+    let daemon = Daemon::start(&args.hookd, work.path())?;
+    daemon.wait_plugins(1)?;
+    let mut compiled = Vec::new();
+    let mut cached = Vec::new();
+    let known = [variant(&component, "swap-0"), variant(&component, "swap-1")];
+    for i in 1..=args.swaps {
+        // New code: compiled. Then code seen before: read from the cache.
+        let fresh = variant(&component, &format!("swap-new-{i}"));
+        compiled.push(daemon.land(&target, &fresh)?);
+        cached.push(daemon.land(&target, &known[i % 2])?);
+    }
+    drop(daemon);
+
+    let rows = [
+        (
+            format!("restart to ready, {} plugins, cold cache", args.plugins),
+            summary(&mut cold),
+        ),
+        (
+            format!("restart to ready, {} plugins, warm cache", args.plugins),
+            summary(&mut warm),
+        ),
+        (
+            "reload: new plugin code (compiled)".to_owned(),
+            summary(&mut compiled),
+        ),
+        (
+            "reload: known plugin code (cache)".to_owned(),
+            summary(&mut cached),
+        ),
+    ];
+    println!(
+        "\n{:<46} {:>6} {:>10} {:>10} {:>10}",
+        "measurement", "n", "p50 ms", "p99 ms", "max ms"
+    );
+    for (name, s) in &rows {
+        println!(
+            "{name:<46} {:>6} {:>10.1} {:>10.1} {:>10.1}",
+            s.n, s.p50_ms, s.p99_ms, s.max_ms
+        );
+    }
+    if let Some(path) = &args.json {
+        let value: serde_json::Value = rows
+            .iter()
+            .map(|(name, s)| {
+                (
+                    name.clone(),
+                    serde_json::json!({"n": s.n, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "max_ms": s.max_ms}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        std::fs::write(path, serde_json::to_string_pretty(&value)?)?;
+    }
+    Ok(())
+}
+
+/// `component` with a custom section named `hookd-bench` holding `tag` appended: valid, the
+/// same behaviour, a different hash.
+fn variant(component: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"hookd-bench";
+    let mut payload = Vec::new();
+    leb128(&mut payload, name.len() as u64);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0); // custom section
+    leb128(&mut out, payload.len() as u64);
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn leb128(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn write_config(dir: &Path) -> anyhow::Result<()> {
+    std::fs::write(dir.join("secret"), SECRET)?;
+    std::fs::write(
+        dir.join("hookd.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+         [verify]\nsecrets = [\"file:secret\"]\n\n[store]\ndir = \"state\"\n\n\
+         [plugins]\ndir = \"plugins\"\n\n[log]\nformat = \"json\"\nfilter = \"warn\"\n",
+    )?;
+    Ok(())
+}
+
+/// Spawn to `/readyz` answering 200, with every plugin loaded; then a clean stop.
+fn start_to_ready(hookd: &Path, dir: &Path, plugins: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let daemon = Daemon::start(hookd, dir)?;
+    loop {
+        if let Some((200, _)) = get(daemon.admin, "/readyz") {
+            break;
+        }
+        if started.elapsed() > LIMIT {
+            bail!("hookd was not ready within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let took = started.elapsed();
+    daemon.wait_plugins(plugins)?;
+    daemon.stop()?;
+    Ok(took)
+}
+
+struct Daemon {
+    child: Child,
+    admin: SocketAddr,
+}
+
+impl Daemon {
+    fn start(hookd: &Path, dir: &Path) -> anyhow::Result<Daemon> {
+        let mut child = Command::new(hookd)
+            .args(["serve", "--config"])
+            .arg(dir.join("hookd.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", hookd.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let admin = loop {
+            let Some(line) = lines.next() else {
+                let _ = child.kill();
+                bail!("hookd exited before announcing its admin address");
+            };
+            if let Some(addr) = line?.strip_prefix("admin listening on ") {
+                break addr.trim().parse()?;
+            }
+        };
+        // Keep draining stdout so the daemon never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Daemon { child, admin })
+    }
+
+    fn hashes(&self) -> Vec<String> {
+        get(self.admin, "/plugins")
+            .and_then(|(_, body)| serde_json::from_str::<Vec<serde_json::Value>>(&body).ok())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p["content_hash"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    fn wait_plugins(&self, n: usize) -> anyhow::Result<()> {
+        let started = Instant::now();
+        while self.hashes().len() < n {
+            if started.elapsed() > LIMIT {
+                bail!("fewer than {n} plugins loaded after {LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Renames `bytes` into place at `target`; returns the time until `/plugins` shows it.
+    fn land(&self, target: &Path, bytes: &[u8]) -> anyhow::Result<Duration> {
+        let expected = hex::encode(Sha256::digest(bytes));
+        let tmp = target.with_extension("wasm.part");
+        std::fs::write(&tmp, bytes)?;
+        let landed = Instant::now();
+        std::fs::rename(&tmp, target)?;
+        while !self.hashes().contains(&expected) {
+            if landed.elapsed() > LIMIT {
+                bail!("the new plugin did not serve within {LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(landed.elapsed())
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let started = Instant::now();
+        while self.child.try_wait()?.is_none() {
+            if started.elapsed() > LIMIT {
+                bail!("hookd did not stop within {LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.0 GET on the admin listener: status and body.
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+struct Summary {
+    n: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn summary(samples: &mut [Duration]) -> Summary {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |p: f64| ms(samples[((samples.len() as f64 - 1.0) * p).round() as usize]);
+    Summary {
+        n: samples.len(),
+        p50_ms: at(0.5),
+        p99_ms: at(0.99),
+        max_ms: samples.last().map_or(0.0, |d| ms(*d)),
+    }
+}
