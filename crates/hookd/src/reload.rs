@@ -33,7 +33,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::logging::LogFilter;
 use crate::plugins::{PluginMap, PluginRegistry, discover};
@@ -376,6 +376,7 @@ pub struct Reloader {
 impl Reloader {
     /// Loads the plugins the configuration describes (at start, the registry is empty).
     pub async fn load_plugins(&self) {
+        debug!(dir = %self.config.plugins.dir.display(), "reading the plugins");
         let host = self.host.clone();
         let cache = self.cache.clone();
         let current = self.registry.snapshot();
