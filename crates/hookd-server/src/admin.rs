@@ -1,10 +1,16 @@
-//! The admin listener: health, readiness and metrics, on a separate (default loopback) address.
+//! The admin listener: health, readiness, plugins, status and metrics, on a separate (default
+//! loopback) address.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::time::Instant;
+
 use hookd_store::Store;
 use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::IngestMetrics;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
@@ -15,15 +21,50 @@ pub struct AdminState {
     /// True once the daemon serves, false again when it starts shutting down.
     pub ready: Arc<AtomicBool>,
     pub info: Arc<dyn AdminInfo>,
+    pub ingest: IngestMetrics,
+    pub started: Instant,
 }
 
 /// What the admin listener reports beyond the store; the daemon implements it.
 pub trait AdminInfo: Send + Sync + 'static {
     /// `GET /plugins`: the plugins loaded and those that failed, as JSON.
     fn plugins(&self) -> serde_json::Value;
+
+    /// Pending and dead deliveries, as JSON, for `GET /status`. May read the store: it is
+    /// called off the async threads.
+    fn deliveries(&self) -> serde_json::Value;
 }
 
-/// `GET /healthz`, `GET /readyz`, `GET /plugins`, `GET /metrics`.
+/// `GET /status`: what `hookd status` prints.
+fn status(s: &AdminState, deliveries: serde_json::Value) -> serde_json::Value {
+    let rejected: serde_json::Map<String, serde_json::Value> = s
+        .ingest
+        .rejections_by_reason()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(reason, n)| (reason.to_owned(), n.into()))
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": s.started.elapsed().as_secs(),
+        "ready": s.ready.load(Ordering::Acquire),
+        "store": {
+            "writer_running": s.store.is_running(),
+            "queue_depth": s.store.queue_len(),
+        },
+        "events": {
+            "received": s.ingest.events_received.get(),
+            "duplicate": s.ingest.events_duplicate.get(),
+            "unrouted": s.ingest.events_unrouted.get(),
+        },
+        "rejected": rejected,
+        "recent_rejections": s.ingest.recent_rejections(),
+        "deliveries": deliveries,
+        "plugins": s.info.plugins(),
+    })
+}
+
+/// `GET /healthz`, `GET /readyz`, `GET /plugins`, `GET /status`, `GET /metrics`.
 pub fn admin_routes(
     state: Arc<AdminState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone {
@@ -51,6 +92,16 @@ pub fn admin_routes(
     let plugins = warp::path!("plugins")
         .and(with_state.clone())
         .map(|s: Arc<AdminState>| warp::reply::json(&s.info.plugins()).into_response());
+    let status =
+        warp::path!("status")
+            .and(with_state.clone())
+            .then(|s: Arc<AdminState>| async move {
+                let info = s.info.clone();
+                let deliveries = tokio::task::spawn_blocking(move || info.deliveries())
+                    .await
+                    .unwrap_or_else(|e| json!({ "error": e.to_string() }));
+                warp::reply::json(&status(&s, deliveries)).into_response()
+            });
     let metrics = warp::path!("metrics")
         .and(with_state)
         .map(|s: Arc<AdminState>| {
@@ -71,6 +122,8 @@ pub fn admin_routes(
                 .or(readyz)
                 .unify()
                 .or(plugins)
+                .unify()
+                .or(status)
                 .unify()
                 .or(metrics)
                 .unify(),

@@ -1,5 +1,9 @@
 //! The ingest listener's metrics.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -41,6 +45,18 @@ pub struct IngestMetrics {
     pub requests_rejected: Family<ReasonLabel, Counter>,
     /// Time from the request's arrival to its answer, for acknowledged events.
     pub ingest_seconds: Histogram,
+    /// The latest rejections, newest last, for `GET /status`.
+    recent: Arc<Mutex<VecDeque<Rejection>>>,
+}
+
+/// How many rejections `GET /status` remembers.
+const RECENT_REJECTIONS: usize = 20;
+
+/// One refused request, as `GET /status` lists it.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Rejection {
+    pub at_ms: u64,
+    pub reason: &'static str,
 }
 
 impl IngestMetrics {
@@ -50,6 +66,7 @@ impl IngestMetrics {
             events_duplicate: Counter::default(),
             events_unrouted: Counter::default(),
             requests_rejected: Family::default(),
+            recent: Arc::default(),
             ingest_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
         };
         let r = registry.sub_registry_with_prefix("hookd");
@@ -89,5 +106,37 @@ impl IngestMetrics {
         self.requests_rejected
             .get_or_create(&ReasonLabel { reason })
             .inc();
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == RECENT_REJECTIONS {
+            recent.pop_front();
+        }
+        recent.push_back(Rejection { at_ms, reason });
+    }
+
+    /// The latest rejections, oldest first.
+    pub fn recent_rejections(&self) -> Vec<Rejection> {
+        self.recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Rejections so far, by reason.
+    pub fn rejections_by_reason(&self) -> Vec<(&'static str, u64)> {
+        REASONS
+            .iter()
+            .map(|&reason| {
+                let n = self
+                    .requests_rejected
+                    .get_or_create(&ReasonLabel { reason })
+                    .get();
+                (reason, n)
+            })
+            .collect()
     }
 }

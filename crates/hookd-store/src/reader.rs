@@ -85,6 +85,16 @@ impl StoreReader {
         Ok(counts)
     }
 
+    /// Pending and dead deliveries per plugin: `(plugin, pending, dead)`, by plugin name.
+    pub fn open_deliveries_by_plugin(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT plugin, sum(state = 'pending'), sum(state = 'dead') FROM deliveries
+             WHERE state IN ('pending', 'dead') GROUP BY plugin ORDER BY plugin",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, count(r, 1)?, count(r, 2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Pending deliveries per plugin, by plugin name.
     pub fn pending_by_plugin(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(

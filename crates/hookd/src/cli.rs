@@ -36,6 +36,21 @@ pub enum Command {
     RunPlugin(RunPluginArgs),
     /// Dead letters: deliveries that failed for good.
     Dlq(DlqArgs),
+    /// What the running daemon is doing: plugins, queue, deliveries, rejections, uptime.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The configuration file, for the admin listener's address.
+    #[arg(long, short, default_value = "/etc/hookd/hookd.toml")]
+    pub config: PathBuf,
+    /// The admin listener's address (instead of reading it from the config).
+    #[arg(long)]
+    pub admin: Option<std::net::SocketAddr>,
+    /// Print the admin listener's JSON as is.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ mod plugins;
 mod reload;
 mod send;
 mod serve;
+mod status;
 mod tools;
 
 use std::process::ExitCode;
@@ -23,5 +24,6 @@ fn main() -> ExitCode {
         cli::Command::Send(args) => send::run(args),
         cli::Command::RunPlugin(args) => tools::run_plugin(args),
         cli::Command::Dlq(args) => tools::dlq(args),
+        cli::Command::Status(args) => status::run(args),
     }
 }

@@ -24,6 +24,7 @@ use hookd_config::{Config, PluginSpec};
 use hookd_core::Verifier;
 use hookd_host::{CodeCache, LoadedPlugin, PluginHost};
 use hookd_server::{AdminInfo, IngestLimits, IngestState};
+use hookd_store::StoreReader;
 use notify::EventKind;
 use notify::event::{AccessKind, AccessMode};
 use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache};
@@ -262,14 +263,29 @@ struct LastError {
 pub struct PluginsInfo {
     registry: Arc<PluginRegistry>,
     errors: Mutex<BTreeMap<String, LastError>>,
+    store_dir: PathBuf,
+    /// Opened at the first `GET /status`.
+    reader: Mutex<Option<StoreReader>>,
 }
 
 impl PluginsInfo {
-    pub fn new(registry: Arc<PluginRegistry>) -> Self {
+    pub fn new(registry: Arc<PluginRegistry>, store_dir: PathBuf) -> Self {
         Self {
             registry,
             errors: Mutex::default(),
+            store_dir,
+            reader: Mutex::default(),
         }
+    }
+
+    fn open_deliveries(&self) -> Result<Vec<(String, u64, u64)>, hookd_store::StoreError> {
+        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        if reader.is_none() {
+            *reader = Some(StoreReader::open(&self.store_dir)?);
+        }
+        reader
+            .as_ref()
+            .map_or(Ok(Vec::new()), StoreReader::open_deliveries_by_plugin)
     }
 
     fn record(&self, changes: &[Change]) {
@@ -355,6 +371,30 @@ impl AdminInfo for PluginsInfo {
             }));
         }
         serde_json::Value::Array(out)
+    }
+
+    fn deliveries(&self) -> serde_json::Value {
+        let rows = match self.open_deliveries() {
+            Ok(rows) => rows,
+            Err(e) => return json!({ "error": e.to_string() }),
+        };
+        let loaded = self.registry.snapshot();
+        let (pending, dead) = rows
+            .iter()
+            .fold((0, 0), |(p, d), (_, pending, dead)| (p + pending, d + dead));
+        let by_plugin: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(plugin, pending, dead)| {
+                json!({
+                    "plugin": plugin,
+                    "pending": pending,
+                    "dead": dead,
+                    // Pending deliveries of a plugin that is not loaded wait for it (paused).
+                    "paused": !loaded.contains_key(plugin) && *pending > 0,
+                })
+            })
+            .collect();
+        json!({ "pending": pending, "dead": dead, "by_plugin": by_plugin })
     }
 }
 

@@ -66,6 +66,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let mut registry = Registry::default();
     let store = Store::open(
         hookd_store::StoreConfig {
@@ -98,7 +99,10 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
         }
     };
     let plugin_registry = Arc::new(PluginRegistry::default());
-    let plugins_info = Arc::new(PluginsInfo::new(plugin_registry.clone()));
+    let plugins_info = Arc::new(PluginsInfo::new(
+        plugin_registry.clone(),
+        config.store.dir.clone(),
+    ));
     let (hints_tx, hints_rx) = tokio::sync::mpsc::channel(65_536);
     let delivery_metrics = DeliveryMetrics::register(&mut registry);
     let reload_metrics = ReloadMetrics::register(&mut registry);
@@ -113,7 +117,7 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
             registry: plugin_registry.clone(),
             hints: hints_tx,
         }),
-        metrics: ingest_metrics,
+        metrics: ingest_metrics.clone(),
     });
 
     let reloader = Reloader {
@@ -169,6 +173,8 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
             store: store.clone(),
             ready: ready.clone(),
             info: plugins_info.clone(),
+            ingest: ingest_metrics.clone(),
+            started,
         });
         tokio::spawn(hookd_server::serve(
             listener,
