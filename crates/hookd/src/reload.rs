@@ -81,7 +81,13 @@ pub struct Change {
     pub took: Option<Duration>,
     pub cache_hit: bool,
     pub error: Option<String>,
+    /// A refusal of the very files refused last time: not compiled, logged or counted again.
+    pub repeat: bool,
 }
+
+/// The last refusal of each plugin: the content hash of the component refused (when it was
+/// read) and the error. Content refused once is refused again without compiling it.
+pub type Refusals = BTreeMap<String, (Option<String>, String)>;
 
 impl Change {
     fn new(plugin: &str, kind: ChangeKind, old: Option<&Arc<LoadedPlugin>>) -> Change {
@@ -93,6 +99,7 @@ impl Change {
             took: None,
             cache_hit: false,
             error: None,
+            repeat: false,
         }
     }
 
@@ -103,9 +110,20 @@ impl Change {
         self
     }
 
-    fn failed(plugin: &str, old: Option<&Arc<LoadedPlugin>>, error: String) -> Change {
+    fn failed(
+        plugin: &str,
+        old: Option<&Arc<LoadedPlugin>>,
+        error: String,
+        refused_hash: Option<String>,
+        before: &Refusals,
+    ) -> Change {
+        let repeat = before
+            .get(plugin)
+            .is_some_and(|(hash, message)| *hash == refused_hash && *message == error);
         Change {
             error: Some(error),
+            new_hash: refused_hash,
+            repeat,
             ..Change::new(plugin, ChangeKind::Failed, old)
         }
     }
@@ -119,6 +137,7 @@ pub fn rebuild(
     cache: Option<&CodeCache>,
     current: &PluginMap,
     config: &Config,
+    refused_before: &Refusals,
 ) -> (PluginMap, Vec<Change>) {
     let (specs, problems) = discover(config);
     let mut next = PluginMap::new();
@@ -136,13 +155,19 @@ pub fn rebuild(
         if let Some(old) = old {
             next.insert(name.clone(), old.clone());
         }
-        changes.push(Change::failed(name, old, messages.join("; ")));
+        changes.push(Change::failed(
+            name,
+            old,
+            messages.join("; "),
+            None,
+            refused_before,
+        ));
     }
 
     for spec in specs {
         let name = spec.name.clone();
         let old = current.get(&name);
-        match load_one(host, cache, old, spec) {
+        match load_one(host, cache, old, spec, refused_before) {
             Ok(None) => {
                 if let Some(old) = old {
                     next.insert(name, old.clone());
@@ -155,11 +180,14 @@ pub fn rebuild(
             Err(LoadFailure::Missing(_)) if old.is_some() => {
                 changes.push(Change::new(&name, ChangeKind::Removed, old));
             }
-            Err(LoadFailure::Missing(message) | LoadFailure::Refused(message)) => {
+            Err(LoadFailure::Missing(message)) => {
+                changes.push(Change::failed(&name, None, message, None, refused_before));
+            }
+            Err(LoadFailure::Refused { message, hash }) => {
                 if let Some(old) = old {
                     next.insert(name.clone(), old.clone());
                 }
-                changes.push(Change::failed(&name, old, message));
+                changes.push(Change::failed(&name, old, message, hash, refused_before));
             }
         }
     }
@@ -180,7 +208,11 @@ pub fn rebuild(
 enum LoadFailure {
     /// The component file is gone.
     Missing(String),
-    Refused(String),
+    Refused {
+        message: String,
+        /// The content hash of the component refused, when it could be read.
+        hash: Option<String>,
+    },
 }
 
 /// `Ok(None)`: unchanged.
@@ -189,16 +221,33 @@ fn load_one(
     cache: Option<&CodeCache>,
     old: Option<&Arc<LoadedPlugin>>,
     spec: PluginSpec,
+    refused_before: &Refusals,
 ) -> Result<Option<(LoadedPlugin, ChangeKind)>, LoadFailure> {
     let bytes = std::fs::read(&spec.wasm).map_err(|e| {
         let message = format!("cannot read `{}`: {e}", spec.wasm.display());
         if e.kind() == std::io::ErrorKind::NotFound {
             LoadFailure::Missing(message)
         } else {
-            LoadFailure::Refused(message)
+            LoadFailure::Refused {
+                message,
+                hash: None,
+            }
         }
     })?;
     let hash = hookd_host::content_hash(&bytes);
+    // Whether code links does not depend on the manifest: refused bytes stay refused.
+    if let Some((Some(refused), message)) = refused_before.get(&spec.name)
+        && *refused == hash
+    {
+        return Err(LoadFailure::Refused {
+            message: message.clone(),
+            hash: Some(hash),
+        });
+    }
+    let refused = |e: hookd_host::LoadError| LoadFailure::Refused {
+        message: e.to_string(),
+        hash: Some(hash.clone()),
+    };
     if let Some(old) = old.filter(|old| old.content_hash == hash) {
         if *old.spec == spec {
             return Ok(None);
@@ -206,7 +255,7 @@ fn load_one(
         return host
             .relink(old, spec)
             .map(|p| Some((p, ChangeKind::Manifest)))
-            .map_err(|e| LoadFailure::Refused(e.to_string()));
+            .map_err(refused);
     }
     let kind = if old.is_some() {
         ChangeKind::Updated
@@ -215,7 +264,7 @@ fn load_one(
     };
     host.load_cached(spec, &bytes, cache)
         .map(|p| Some((p, kind)))
-        .map_err(|e| LoadFailure::Refused(e.to_string()))
+        .map_err(refused)
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -256,6 +305,8 @@ impl ReloadMetrics {
 #[derive(Debug, Clone)]
 struct LastError {
     message: String,
+    /// The content hash of the component refused, when it was read.
+    content_hash: Option<String>,
     at: SystemTime,
 }
 
@@ -278,6 +329,16 @@ impl PluginsInfo {
         }
     }
 
+    /// The refusals a rebuild compares against.
+    fn refusals(&self) -> Refusals {
+        self.errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, e)| (name.clone(), (e.content_hash.clone(), e.message.clone())))
+            .collect()
+    }
+
     fn open_deliveries(&self) -> Result<Vec<(String, u64, u64)>, hookd_store::StoreError> {
         let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
         if reader.is_none() {
@@ -292,11 +353,13 @@ impl PluginsInfo {
         let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
         for c in changes {
             match c.kind {
+                ChangeKind::Failed if c.repeat => {}
                 ChangeKind::Failed => {
                     errors.insert(
                         c.plugin.clone(),
                         LastError {
                             message: c.error.clone().unwrap_or_default(),
+                            content_hash: c.new_hash.clone(),
                             at: SystemTime::now(),
                         },
                     );
@@ -421,10 +484,12 @@ impl Reloader {
         let cache = self.cache.clone();
         let current = self.registry.snapshot();
         let config = self.config.clone();
+        let refused_before = self.info.refusals();
         let started = Instant::now();
-        let built =
-            tokio::task::spawn_blocking(move || rebuild(&host, cache.as_ref(), &current, &config))
-                .await;
+        let built = tokio::task::spawn_blocking(move || {
+            rebuild(&host, cache.as_ref(), &current, &config, &refused_before)
+        })
+        .await;
         let (next, changes) = match built {
             Ok(built) => built,
             Err(e) => {
@@ -438,7 +503,7 @@ impl Reloader {
             self.registry.swap(next);
         }
         self.info.record(&changes);
-        for change in &changes {
+        for change in changes.iter().filter(|c| !c.repeat) {
             self.metrics.count("plugin", change.kind.label());
             log_change(change);
         }

@@ -327,7 +327,14 @@ fn plugins_come_and_go_live_and_a_removed_plugins_deliveries_wait() {
         orphan["last_error"].as_str().unwrap().contains("manifest"),
         "{orphan}"
     );
-    std::fs::remove_file(dir.join("orphan.wasm")).unwrap();
+    let orphan_reports = |daemon: &Daemon| {
+        daemon
+            .logs()
+            .iter()
+            .filter(|l| l.contains("plugin not loaded") && l.contains("orphan"))
+            .count()
+    };
+    let reported = orphan_reports(&daemon);
 
     // A manifest-only change: new subscriptions, same code, not compiled again.
     let hash_before = serving_hash(&daemon, "versioned").unwrap();
@@ -353,6 +360,16 @@ fn plugins_come_and_go_live_and_a_removed_plugins_deliveries_wait() {
         handled_by(&env.store_dir(), "live-3").is_some()
     });
     assert_eq!(handled_by(&env.store_dir(), "live-2"), None, "unsubscribed");
+    // That reload read the folder again: the orphan, unchanged, was not reported again.
+    assert_eq!(
+        orphan_reports(&daemon),
+        reported,
+        "the same refusal was logged twice"
+    );
+    std::fs::remove_file(dir.join("orphan.wasm")).unwrap();
+    wait_until("the orphan is forgotten", WAIT, || {
+        plugin(&daemon, "orphan").is_none()
+    });
 
     // A plugin removed while its delivery waits for a retry: the delivery stays pending,
     // untouched, and resumes when the plugin comes back.
