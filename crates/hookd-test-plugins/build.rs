@@ -68,6 +68,7 @@ fn main() {
         "fixture_wrong_import",
         "fixture_version_a",
         "fixture_version_b",
+        "fixture_kv_filler",
     ] {
         let path = out_dir.join(format!("{name}.wasm"));
         assert!(path.exists(), "{} was not built", path.display());

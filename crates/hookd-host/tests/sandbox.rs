@@ -317,3 +317,104 @@ fn an_import_hookd_does_not_provide_is_explained() {
     );
     assert!(err.contains("rebuild it against hookd-sdk"), "{err}");
 }
+
+#[tokio::test]
+async fn a_plugin_blocked_in_a_host_call_is_cut_off_by_its_deadline() {
+    // A server that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    let host = host_with(Arc::new(NoKv));
+    let mut s = spec("auto-reply", wasm::AUTO_REPLY);
+    s.config.insert("api_base_url".into(), base.clone());
+    s.config.insert("api_token".into(), "t0ken".into());
+    s.capabilities.http = vec![Origin::parse(&base).unwrap()];
+    // The HTTP timeout would wait far longer than the plugin's own deadline.
+    s.capabilities.http_timeout = Duration::from_secs(60);
+    s.limits.timeout = Duration::from_millis(300);
+    let plugin = load(&host, s);
+    let started = std::time::Instant::now();
+    let delivery = host.deliver(&plugin, &event(1)).await;
+    assert!(
+        matches!(delivery.outcome, Outcome::Failed(FailureKind::Timeout, _)),
+        "{:?}",
+        delivery.outcome
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        held.lock().unwrap().len(),
+        1,
+        "the request did reach the server"
+    );
+}
+
+#[test]
+fn a_component_that_fails_validation_is_refused() {
+    let host = host_with(Arc::new(NoKv));
+    // A component header, then bytes that are no valid section.
+    let err = match host.load(
+        spec("invalid", "invalid.wasm"),
+        b"\0asm\x0d\0\x01\0\xff\xff\xff\xff garbage",
+    ) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an invalid component loaded"),
+    };
+    assert!(
+        err.contains("is not a valid WebAssembly component"),
+        "{err}"
+    );
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_faults_leave_the_hosts_memory_flat() {
+    let host = host_with(Arc::new(NoKv));
+    let plugins: Vec<LoadedPlugin> = [
+        ("trap", wasm::FIXTURE_TRAP),
+        ("panic", wasm::FIXTURE_PANIC),
+        ("stack", wasm::FIXTURE_STACK_OVERFLOW),
+    ]
+    .into_iter()
+    .map(|(name, path)| load(&host, spec(name, path)))
+    .collect();
+    let mut bomb = spec("bomb", wasm::FIXTURE_MEMORY_BOMB);
+    bomb.limits.memory_bytes = 16 << 20;
+    let bomb = load(&host, bomb);
+    let run = async |n: usize| {
+        for i in 0..n {
+            let plugin = if i % 10 == 9 {
+                &bomb
+            } else {
+                &plugins[i % plugins.len()]
+            };
+            let outcome = host.deliver(plugin, &event(1)).await.outcome;
+            assert!(matches!(outcome, Outcome::Failed(..)), "{outcome:?}");
+        }
+    };
+    run(500).await; // warm-up: pools, caches, allocator arenas
+    let before = rss_bytes();
+    run(3000).await;
+    let after = rss_bytes();
+    let growth_mb = (after as f64 - before as f64) / f64::from(1 << 20);
+    println!(
+        "3000 faults: RSS {:.1} MiB -> {:.1} MiB ({growth_mb:+.1} MiB)",
+        before as f64 / f64::from(1 << 20),
+        after as f64 / f64::from(1 << 20)
+    );
+    assert!(growth_mb < 16.0, "RSS grew by {growth_mb:.1} MiB");
+}

@@ -350,3 +350,47 @@ fn pending_deliveries_survive_kill_9() {
         "lost deliveries: counted {counted} of {total}"
     );
 }
+
+#[test]
+fn a_plugin_filling_its_key_value_store_hits_its_quota() {
+    let env = Env::new("");
+    install_plugin(
+        &env,
+        "filler",
+        wasm::FIXTURE_KV_FILLER,
+        "events = [\"*\"]\n[capabilities]\nkv = true\nkv_max_keys = 100\n",
+    );
+    let daemon = env.start();
+    assert_eq!(
+        daemon.post(&event("fill-1", "message.created")).status(),
+        200
+    );
+    wait_until("the delivery is dead-lettered", WAIT, || {
+        all_in_state(&env, "dead", 1)
+    });
+    let (_, attempts, error) = deliveries(&env.store_dir()).into_values().next().unwrap();
+    assert_eq!(attempts, 1, "a quota refusal is not retried");
+    let error = error.unwrap();
+    assert!(error.contains("kv quota exceeded"), "{error}");
+    let conn = rusqlite::Connection::open_with_flags(
+        env.store_dir().join("hookd.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let keys: i64 = conn
+        .query_row("SELECT count(*) FROM kv WHERE plugin = 'filler'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(keys, 100, "exactly the quota was stored");
+    // The daemon is unaffected.
+    assert_eq!(
+        common::client()
+            .get(daemon.admin_url("/healthz"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    daemon.stop();
+}
