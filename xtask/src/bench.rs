@@ -44,7 +44,7 @@ struct System {
 
 /// Something a system needs before it can run.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Need {
+pub(crate) enum Need {
     /// A binary of this workspace, built with `cargo build --release -p PACKAGE`, that must
     /// answer `PROBE... --help` successfully (so a subcommand not written yet is noticed).
     Binary {
@@ -69,7 +69,7 @@ const LOADGEN: Need = Need::Binary {
     bin: "hookd-loadgen",
     probe: &[],
 };
-const HOOKD: Need = Need::Binary {
+pub(crate) const HOOKD: Need = Need::Binary {
     package: "hookd",
     bin: "hookd",
     probe: &["serve"],
@@ -189,13 +189,13 @@ const USAGE: &str = "usage: cargo xtask bench [--quick] [--connections N[,N...]]
     \n  --connections LIST connection counts to run every system at (default 16,64,256)";
 
 /// Where things are.
-struct Paths {
-    root: PathBuf,
-    target: PathBuf,
+pub(crate) struct Paths {
+    pub(crate) root: PathBuf,
+    pub(crate) target: PathBuf,
 }
 
 impl Paths {
-    fn new() -> anyhow::Result<Self> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
         let root = crate::plugins::root()?;
         let target = match std::env::var_os("CARGO_TARGET_DIR") {
             Some(dir) => root.join(dir),
@@ -204,7 +204,7 @@ impl Paths {
         Ok(Self { root, target })
     }
 
-    fn bin(&self, name: &str) -> PathBuf {
+    pub(crate) fn bin(&self, name: &str) -> PathBuf {
         self.target.join("release").join(name)
     }
 
@@ -213,7 +213,7 @@ impl Paths {
         self.target.join("bench")
     }
 
-    fn plugin(&self, file: &str) -> PathBuf {
+    pub(crate) fn plugin(&self, file: &str) -> PathBuf {
         self.root
             .join("plugins/target/wasm32-wasip2/release")
             .join(file)
@@ -405,7 +405,7 @@ fn parse_connections(list: &str) -> anyhow::Result<Vec<usize>> {
 const SECRET: &str = "hookd-bench-secret-0123456789abcdef";
 
 /// Builds (or checks) one need. `built` remembers each package's build outcome.
-fn provide(
+pub(crate) fn provide(
     paths: &Paths,
     need: Need,
     built: &mut Vec<(&'static str, Result<(), String>)>,
@@ -491,7 +491,7 @@ fn provide(
 }
 
 /// Runs `command` to completion, killing it after `limit` or on Ctrl-C.
-fn run_bounded(command: &mut Command, limit: Duration) -> anyhow::Result<ExitStatus> {
+pub(crate) fn run_bounded(command: &mut Command, limit: Duration) -> anyhow::Result<ExitStatus> {
     let program = command.get_program().to_string_lossy().into_owned();
     let mut child = Killed(
         command
@@ -1000,7 +1000,7 @@ fn commit(root: &Path) -> Value {
 
 /// SIGINT and SIGTERM set [`INTERRUPTED`]; the waits notice it and unwind, which kills every
 /// child and removes every temp dir on the way out.
-fn catch_signals() {
+pub(crate) fn catch_signals() {
     extern "C" fn on_signal(_: libc::c_int) {
         INTERRUPTED.store(true, Ordering::Relaxed);
     }

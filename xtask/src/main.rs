@@ -8,9 +8,12 @@
 //!   table and writes `target/bench/ingest.json`.
 //! - `cargo xtask bench reload`: plugin reload latency and restart-to-ready time with 20
 //!   plugins, cold and with the compiled-code cache; writes `target/bench/reload.json`.
+//! - `cargo xtask reliability [--loops N]`: 200 kill -9 loops against the release build, then
+//!   the negative control (a build that acknowledges before committing must be caught).
 
 mod bench;
 mod plugins;
+mod reliability;
 
 use std::process::ExitCode;
 
@@ -20,10 +23,11 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).is_some_and(|a| a == "reload") => bench::reload(&args[2..]),
         Some("bench") => bench::run(&args[1..]),
         Some("plugins") => plugins::build().map(drop),
+        Some("reliability") => reliability::run(&args[1..]),
         Some("run") => plugins::run(),
         _ => {
             eprintln!(
-                "usage: cargo xtask run | plugins | bench [--quick] [--connections N,N...] | bench reload"
+                "usage: cargo xtask run | plugins | bench [--quick] [--connections N,N...] | bench reload | reliability [--loops N]"
             );
             return ExitCode::from(2);
         }

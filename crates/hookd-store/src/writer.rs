@@ -152,6 +152,8 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: &mut Vec<Pending>) {
+        #[cfg(feature = "fault-injection")]
+        fault::ack_before_commit(batch);
         let started = Instant::now();
         let result = write_batch(&mut self.conn, batch);
         let elapsed = started.elapsed();
@@ -487,5 +489,35 @@ mod tests {
         assert!(!round.full);
         assert_eq!(round.removed, 20);
         assert_eq!(count(&conn, "events"), 30);
+    }
+}
+
+/// Deliberately broken durability, to prove the crash harness notices. Compiled only with the
+/// `fault-injection` feature (never in a release), and active only when
+/// `HOOKD_FAULT_ACK_BEFORE_COMMIT=1`: every event is acknowledged as soon as the writer takes
+/// it, and the commit follows 20 ms later, so a kill in between loses acknowledged events.
+#[cfg(feature = "fault-injection")]
+mod fault {
+    use super::*;
+
+    pub(super) fn ack_before_commit(batch: &mut [Pending]) {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if !*ON
+            .get_or_init(|| std::env::var("HOOKD_FAULT_ACK_BEFORE_COMMIT").is_ok_and(|v| v == "1"))
+        {
+            return;
+        }
+        for pending in batch.iter_mut() {
+            if let Pending::Ingest(_, reply) = pending {
+                let (unused, _) = oneshot::channel();
+                let early = std::mem::replace(reply, unused);
+                // No row yet: seq 0 matches no delivery, so the hint is a no-op.
+                let _ = early.send(Ok(Ingested {
+                    seq: 0,
+                    duplicate: false,
+                }));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

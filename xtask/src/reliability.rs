@@ -1,0 +1,89 @@
+//! `cargo xtask reliability [--loops N]`: the crash suite with its figures.
+//!
+//! 1. `hookd-crash`: N (default 200) kill -9 loops against the release daemon under signed
+//!    load with a plugin subscribed; reports acknowledged, lost, delivered, duplicates and
+//!    restart-to-ready.
+//! 2. The negative control: the crash test against a build that acknowledges before it
+//!    commits (`--features fault-injection`), which must report losses.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::bench::{HOOKD, Need, Paths, catch_signals, provide, run_bounded};
+
+const CRASH: Need = Need::Binary {
+    package: "hookd-reliability",
+    bin: "hookd-crash",
+    probe: &[],
+};
+const RECORDER: Need = Need::Plugin {
+    package: "fixture-version-a",
+    file: "fixture_version_a.wasm",
+};
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let mut loops = 200usize;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--loops" => {
+                loops = args
+                    .next()
+                    .context("--loops needs a number")?
+                    .parse()
+                    .context("--loops needs a number")?;
+            }
+            other => {
+                bail!("unknown argument `{other}`; usage: cargo xtask reliability [--loops N]")
+            }
+        }
+    }
+    catch_signals();
+    let paths = Paths::new()?;
+    let mut built = Vec::new();
+    for need in [HOOKD, CRASH, RECORDER] {
+        provide(&paths, need, &mut built).map_err(anyhow::Error::msg)?;
+    }
+    let dir = paths.target.join("reliability/crash");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+
+    println!("\n== kill -9 loops ({loops}) against the release build");
+    let status = run_bounded(
+        Command::new(paths.bin("hookd-crash"))
+            .arg("--hookd")
+            .arg(paths.bin("hookd"))
+            .arg("--plugin")
+            .arg(paths.plugin("fixture_version_a.wasm"))
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--loops", &loops.to_string()]),
+        Duration::from_secs(3600),
+    )?;
+    if !status.success() {
+        bail!("the crash loops failed: {status}");
+    }
+
+    println!("\n== negative control: a build that acknowledges before committing");
+    let status = run_bounded(
+        crate::plugins::cargo().current_dir(&paths.root).args([
+            "test",
+            "-p",
+            "hookd",
+            "--features",
+            "fault-injection",
+            "--test",
+            "crash",
+            "--",
+            "--nocapture",
+            "harness_catches",
+        ]),
+        Duration::from_secs(3600),
+    )?;
+    if !status.success() {
+        bail!("the negative control failed: the harness did not catch the broken build");
+    }
+    Ok(())
+}
