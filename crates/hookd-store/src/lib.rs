@@ -310,6 +310,17 @@ impl Store {
         answer.await.unwrap_or(Err(IngestError::Closed))
     }
 
+    /// Whether the writer gets through what is queued now: `true` once everything queued
+    /// before this call is committed, `false` if that commit fails, the writer is gone, or it
+    /// takes longer than `within` (a writer blocked on a lock or a stalled disk).
+    pub async fn ping(&self, within: std::time::Duration) -> bool {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Command::Ping(reply)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(within, answer).await, Ok(Ok(())))
+    }
+
     /// Applies a key-value write; resolves once it is committed.
     pub async fn kv_write(&self, op: KvOp) -> Result<KvWriteResult, IngestError> {
         let (reply, answer) = oneshot::channel();

@@ -40,6 +40,9 @@ pub(crate) enum Command {
         now_ms: i64,
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
+    /// Answered once everything queued before it is committed; dropped unanswered if that
+    /// commit fails. A liveness probe for the service manager's watchdog.
+    Ping(oneshot::Sender<()>),
     Close,
 }
 
@@ -106,6 +109,7 @@ impl Writer {
     pub fn run(mut self) {
         let max_batch = self.config.max_batch.max(1);
         let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
+        let mut pings: Vec<oneshot::Sender<()>> = Vec::new();
         // The first round runs at once: a daemon restarted after a long stop has work waiting.
         let mut next_prune = Instant::now();
         let mut closing = false;
@@ -136,14 +140,20 @@ impl Writer {
                     Command::Prune { now_ms, reply } => {
                         let _ = reply.send(self.prune_all(now_ms));
                     }
+                    Command::Ping(reply) => pings.push(reply),
                     Command::Close => closing = true,
                 }
                 if batch.len() < max_batch && !closing {
                     next = self.rx.try_recv().ok();
                 }
             }
-            if !batch.is_empty() {
-                self.commit(&mut batch);
+            let committed = batch.is_empty() || self.commit(&mut batch);
+            if committed {
+                for ping in pings.drain(..) {
+                    let _ = ping.send(());
+                }
+            } else {
+                pings.clear();
             }
         }
         self.shared.running.store(false, Ordering::Release);
@@ -151,7 +161,8 @@ impl Writer {
         self.shutdown();
     }
 
-    fn commit(&mut self, batch: &mut Vec<Pending>) {
+    /// Commits `batch` and answers each write; returns whether the commit succeeded.
+    fn commit(&mut self, batch: &mut Vec<Pending>) -> bool {
         #[cfg(feature = "fault-injection")]
         fault::ack_before_commit(batch);
         let started = Instant::now();
@@ -179,6 +190,7 @@ impl Writer {
                         _ => {}
                     }
                 }
+                true
             }
             Err(e) => {
                 self.shared.metrics.commit_errors.inc();
@@ -194,6 +206,7 @@ impl Writer {
                         Pending::Kv(_, reply) => drop(reply.send(Err(err))),
                     }
                 }
+                false
             }
         }
     }
@@ -261,6 +274,7 @@ impl Writer {
                 }
                 Command::Record { reply, .. } => drop(reply.send(Err(IngestError::Closed))),
                 Command::Kv { reply, .. } => drop(reply.send(Err(IngestError::Closed))),
+                Command::Ping(_) => {}
                 // Dropping the reply tells the caller the store is closed.
                 Command::Prune { .. } | Command::Close => {}
             }

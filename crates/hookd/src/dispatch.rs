@@ -153,6 +153,38 @@ pub struct Dispatcher {
     pub metrics: DeliveryMetrics,
     /// Most deliveries running at once, across plugins.
     pub max_in_flight: usize,
+    /// Beats on every turn of the loop (at least every 500 ms): the watchdog's view of it.
+    pub heartbeat: Arc<Heartbeat>,
+}
+
+/// When a loop last went round, for a liveness probe.
+#[derive(Debug)]
+pub struct Heartbeat {
+    origin: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn age(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
 }
 
 type Key = (i64, String);
@@ -188,6 +220,7 @@ impl Dispatcher {
         let mut hints_dropped = false;
 
         while !*stop.borrow() {
+            self.heartbeat.beat();
             if last_gauge.elapsed() >= Duration::from_secs(5) {
                 last_gauge = std::time::Instant::now();
                 self.refresh_pending_gauge().await;

@@ -4,6 +4,7 @@ mod cli;
 mod dispatch;
 mod kv;
 mod logging;
+mod notify;
 mod plugins;
 mod reload;
 mod send;

@@ -21,14 +21,17 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::cli::{ServeArgs, report_config_errors};
-use crate::dispatch::{DeliveryMetrics, Dispatcher, Routes};
+use crate::dispatch::{DeliveryMetrics, Dispatcher, Heartbeat, Routes};
 use crate::kv::StoreKv;
 use crate::logging::LogFilter;
+use crate::notify;
 use crate::plugins::PluginRegistry;
-use crate::reload::{PluginsInfo, ReloadMetrics, Reloader};
+use crate::reload::{PluginsInfo, ReloadMetrics, ReloadPhase, Reloader};
 
 /// The compiled-code cache, inside the store's folder.
 const CODE_CACHE_DIR: &str = "code-cache";
+/// How often `systemctl status` gets a new status line.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -188,6 +191,7 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
         ))
     });
 
+    let heartbeat = Arc::new(Heartbeat::default());
     let dispatcher = Dispatcher {
         store: store.clone(),
         reader: Arc::new(std::sync::Mutex::new(
@@ -200,18 +204,55 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
         hints: hints_rx,
         metrics: delivery_metrics,
         max_in_flight: config.plugins.max_instances as usize,
+        heartbeat: heartbeat.clone(),
     };
     let dispatch_task = tokio::spawn(dispatcher.run(stop_rx.clone(), SHUTDOWN_GRACE));
-    let reload_task = tokio::spawn(crate::reload::run(reloader, stop_rx.clone(), |_| {}));
+    let reload_task = tokio::spawn(crate::reload::run(
+        reloader,
+        stop_rx.clone(),
+        |phase| match phase {
+            ReloadPhase::Started => notify::reloading(),
+            ReloadPhase::Finished => notify::ready("ready: configuration reloaded"),
+        },
+    ));
+    tokio::spawn(notify::watchdog(
+        notify::Liveness {
+            store: store.clone(),
+            dispatcher: heartbeat,
+        },
+        stop_rx.clone(),
+    ));
+    let received = ingest_metrics.events_received.clone();
+    let (status_store, status_registry) = (store.clone(), plugin_registry.clone());
+    let mut received_before = received.get();
+    tokio::spawn(notify::status_loop(
+        STATUS_EVERY,
+        move |elapsed| {
+            let now = received.get();
+            let rate = (now - received_before) as f64 / elapsed.as_secs_f64().max(0.001);
+            received_before = now;
+            format!(
+                "ready: {rate:.1} events/s, {} waiting for the disk, {} plugins loaded",
+                status_store.queue_len(),
+                status_registry.snapshot().len()
+            )
+        },
+        stop_rx.clone(),
+    ));
 
     ready.store(true, Ordering::Release);
     info!(version = env!("CARGO_PKG_VERSION"), "hookd ready");
+    notify::ready(&format!(
+        "ready: {} plugins loaded",
+        plugin_registry.snapshot().len()
+    ));
 
     let signal = wait_for_shutdown_signal().await?;
     info!(
         signal,
         "shutting down: no longer accepting, finishing in-flight requests"
     );
+    notify::stopping();
     ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
     let _ = ingest_task.await;
