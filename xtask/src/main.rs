@@ -3,6 +3,8 @@
 //! - `cargo xtask run`: build the example plugins and run the daemon on `config/hookd.toml`.
 //! - `cargo xtask plugins`: build the example plugins into `target/plugins/` (`NAME.wasm` +
 //!   `NAME.toml`).
+//! - `cargo xtask dist`: the release bundle (binary, unit, production config, example plugins,
+//!   INSTALL) in `target/dist/`, and its `.tar.gz`.
 //! - `cargo xtask bench [--quick] [--connections N,N...]`: the ingest benchmark, every system
 //!   one after another on loopback in the same run, with the same load generator; prints one
 //!   table and writes `target/bench/ingest.json`.
@@ -12,6 +14,7 @@
 //!   the negative control (a build that acknowledges before committing must be caught).
 
 mod bench;
+mod dist;
 mod plugins;
 mod reliability;
 
@@ -22,12 +25,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("bench") if args.get(1).is_some_and(|a| a == "reload") => bench::reload(&args[2..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("dist") => dist::run(),
         Some("plugins") => plugins::build().map(drop),
         Some("reliability") => reliability::run(&args[1..]),
         Some("run") => plugins::run(),
         _ => {
             eprintln!(
-                "usage: cargo xtask run | plugins | bench [--quick] [--connections N,N...] | bench reload | reliability [--loops N]"
+                "usage: cargo xtask run | plugins | dist | bench [--quick] [--connections N,N...] | bench reload | reliability [--loops N]"
             );
             return ExitCode::from(2);
         }

@@ -554,3 +554,88 @@ fn a_restart_reads_compiled_code_from_the_cache_and_survives_a_damaged_entry() {
     });
     daemon.stop();
 }
+
+/// The rotation procedure of docs/systemd.md under continuous signed load: add the new secret,
+/// reload, switch the sender, remove the old secret, reload. No genuine event is refused.
+#[test]
+fn secret_rotation_under_load_refuses_no_genuine_event() {
+    let env = Env::new("");
+    let new_secret = "rotated-secret-fedcba9876543210";
+    std::fs::write(env.dir.path().join("new-secret"), new_secret).unwrap();
+    let daemon = env.start();
+    let ok = "hookd_reloads_total{kind=\"config\",outcome=\"ok\"}";
+
+    let sender_secret = Arc::new(Mutex::new(common::SECRET.to_owned()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acked, refused) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let load = {
+        let (url, sender_secret, stop, acked, refused) = (
+            daemon.url(),
+            sender_secret.clone(),
+            stop.clone(),
+            acked.clone(),
+            refused.clone(),
+        );
+        std::thread::spawn(move || {
+            let client = client();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let body = event(&format!("rot-load-{n}"), "message.created");
+                let secret = sender_secret.lock().unwrap().clone();
+                let signature = hookd_core::sign(&Secret::new(secret.as_str()).unwrap(), &body);
+                let status = client
+                    .post(&url)
+                    .header(SIGNATURE_HEADER, signature)
+                    .body(body)
+                    .send()
+                    .unwrap()
+                    .status();
+                if status == 200 {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    refused.lock().unwrap().push((n, status.as_u16()));
+                }
+            }
+        })
+    };
+    let settle = || std::thread::sleep(Duration::from_millis(300));
+    settle();
+
+    // 1. Both secrets.
+    rewrite_config(
+        &env.config,
+        "secrets = [\"file:secret\"]",
+        "secrets = [\"file:secret\", \"file:new-secret\"]",
+    );
+    daemon.signal(libc::SIGHUP);
+    wait_until("both secrets in force", WAIT, || metric(&daemon, ok) == 1);
+    settle();
+    // 2. The sender switches.
+    *sender_secret.lock().unwrap() = new_secret.to_owned();
+    settle();
+    // 3. The old secret goes.
+    rewrite_config(
+        &env.config,
+        "secrets = [\"file:secret\", \"file:new-secret\"]",
+        "secrets = [\"file:new-secret\"]",
+    );
+    daemon.signal(libc::SIGHUP);
+    wait_until("only the new secret", WAIT, || metric(&daemon, ok) == 2);
+    settle();
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+
+    let refused = refused.lock().unwrap();
+    assert!(refused.is_empty(), "genuine events refused: {refused:?}");
+    assert!(acked.load(Ordering::Relaxed) > 50, "too little load");
+    assert_eq!(post_signed_with(&daemon, common::SECRET, "rot-old"), 401);
+    println!(
+        "secret rotation under load: {} events acknowledged, none refused",
+        acked.load(Ordering::Relaxed)
+    );
+    daemon.stop();
+}
