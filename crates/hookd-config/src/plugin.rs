@@ -463,11 +463,6 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Reads and validates the sidecar `toml` of plugin `name` whose component is `wasm`.
 pub fn load_sidecar(toml_path: &Path, wasm: &Path) -> Result<PluginSpec, ConfigErrors> {
-    let name = toml_path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_owned();
     let text = std::fs::read_to_string(toml_path).map_err(|e| {
         ConfigErrors::single(ConfigError::new(
             Location::file(toml_path),
@@ -475,10 +470,25 @@ pub fn load_sidecar(toml_path: &Path, wasm: &Path) -> Result<PluginSpec, ConfigE
             format!("cannot read the plugin manifest: {e}"),
         ))
     })?;
-    let raw: RawPlugin = toml::from_str(&text).map_err(|e| {
+    parse_sidecar(&text, toml_path, wasm)
+}
+
+/// Validates sidecar manifest `text`, as if read from `toml_path` (which names the plugin and
+/// locates errors); touches no file.
+pub fn parse_sidecar(
+    text: &str,
+    toml_path: &Path,
+    wasm: &Path,
+) -> Result<PluginSpec, ConfigErrors> {
+    let name = toml_path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let raw: RawPlugin = toml::from_str(text).map_err(|e| {
         let location = e.span().map_or_else(
             || Location::file(toml_path),
-            |s| Location::span(Some(toml_path), &text, s),
+            |s| Location::span(Some(toml_path), text, s),
         );
         ConfigErrors::single(ConfigError::new(
             location,
@@ -504,7 +514,7 @@ pub fn load_sidecar(toml_path: &Path, wasm: &Path) -> Result<PluginSpec, ConfigE
     }
     match validate_plugin(
         &raw,
-        &text,
+        text,
         toml_path,
         "",
         Some(&name),
