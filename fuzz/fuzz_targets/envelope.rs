@@ -12,7 +12,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let loose = Envelope::parse(data, Limits::default());
     if let Ok(envelope) = Envelope::parse(data, small) {
-        let loose = loose.as_ref().expect("accepted under small limits, refused under the defaults");
+        let loose = loose
+            .as_ref()
+            .expect("accepted under small limits, refused under the defaults");
         assert_eq!(envelope.id, loose.id);
         assert_eq!(envelope.event_type.as_str(), loose.event_type.as_str());
     }

@@ -14,7 +14,15 @@ fuzz_target!(|input: (&str, &str)| {
         let subject: Vec<&str> = event_type.split('.').collect();
         let expected = p.as_str() == "*"
             || (segments.len() == subject.len()
-                && segments.iter().zip(&subject).all(|(p, s)| *p == "*" || p == s));
-        assert_eq!(p.matches(&parsed_type), expected, "{} vs {event_type}", p.as_str());
+                && segments
+                    .iter()
+                    .zip(&subject)
+                    .all(|(p, s)| *p == "*" || p == s));
+        assert_eq!(
+            p.matches(&parsed_type),
+            expected,
+            "{} vs {event_type}",
+            p.as_str()
+        );
     }
 });

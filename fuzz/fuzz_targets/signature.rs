@@ -22,12 +22,19 @@ fuzz_target!(|data: &[u8]| {
             .strip_prefix("sha256=")
             .or_else(|| text.strip_prefix("SHA256="))
             .unwrap_or(text);
-        assert_eq!(hex.to_ascii_lowercase(), expected, "verified a wrong signature");
+        assert_eq!(
+            hex.to_ascii_lowercase(),
+            expected,
+            "verified a wrong signature"
+        );
     }
     assert!(verifier.verify(body, Some(expected.as_bytes())).is_ok());
     assert!(
         verifier
-            .verify(body, Some(format!("sha256={}", expected.to_uppercase()).as_bytes()))
+            .verify(
+                body,
+                Some(format!("sha256={}", expected.to_uppercase()).as_bytes())
+            )
             .is_ok()
     );
     assert!(verifier.verify(body, None).is_err());
