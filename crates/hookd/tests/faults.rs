@@ -1,5 +1,5 @@
-//! Store faults against the real binary: a full disk (a small tmpfs), a corrupted or
-//! truncated database at start.
+//! Store faults against the real binary: a full disk (a small tmpfs), fsync errors (an
+//! `LD_PRELOAD` shim around `fsync`/`fdatasync`), a corrupted or truncated database at start.
 
 mod common;
 
@@ -185,4 +185,115 @@ fn a_corrupted_or_truncated_store_is_refused_at_start_and_left_as_it_is() {
     let daemon = env.start();
     assert_eq!(stored_ids(&env.store_dir()).len(), 20);
     daemon.stop();
+}
+
+/// `fsync` and `fdatasync` fail with EIO while the file named by `HOOKD_FSYNC_FAULT_FILE`
+/// exists.
+const FSYNC_SHIM: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static int failing(void) {
+    const char *path = getenv("HOOKD_FSYNC_FAULT_FILE");
+    return path && access(path, F_OK) == 0;
+}
+
+int fsync(int fd) {
+    static int (*real)(int);
+    if (failing()) { errno = EIO; return -1; }
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    return real(fd);
+}
+
+int fdatasync(int fd) {
+    static int (*real)(int);
+    if (failing()) { errno = EIO; return -1; }
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    return real(fd);
+}
+"#;
+
+#[test]
+fn fsync_errors_get_503_acknowledge_nothing_and_pass_when_the_disk_recovers() {
+    let env = Env::new("");
+    let shim_src = env.dir.path().join("fsync_fault.c");
+    let shim = env.dir.path().join("libfsync_fault.so");
+    std::fs::write(&shim_src, FSYNC_SHIM).unwrap();
+    let compiled = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&shim)
+        .arg(&shim_src)
+        .arg("-ldl")
+        .status();
+    if !compiled.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: no C compiler to build the fsync fault shim");
+        return;
+    }
+    let trigger = env.dir.path().join("fsync-fails");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookd"))
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&env.config)
+        .env("LD_PRELOAD", &shim)
+        .env("HOOKD_FSYNC_FAULT_FILE", &trigger)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let url = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(addr) = line.strip_prefix("ingest listening on ") {
+            break format!("http://{addr}/webhooks");
+        }
+    };
+    let post = |id: &str| {
+        let body = common::event(id, "message.created");
+        common::client()
+            .post(&url)
+            .header("x-protocol-signature", common::sign(&body))
+            .body(body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        assert_eq!(post(&format!("before-{i}")), 200);
+        acked.push(format!("before-{i}"));
+    }
+    std::fs::write(&trigger, b"").unwrap();
+    let mut refused = Vec::new();
+    for i in 0..5 {
+        let id = format!("during-{i}");
+        match post(&id) {
+            200 => acked.push(id),
+            503 => refused.push(id),
+            other => panic!("{id}: {other}"),
+        }
+    }
+    assert_eq!(refused.len(), 5, "every commit needs an fsync: all refused");
+    std::fs::remove_file(&trigger).unwrap();
+    wait_until("commits succeed again", Duration::from_secs(30), || {
+        post("after-probe") == 200
+    });
+    acked.push("after-probe".into());
+    for i in 0..5 {
+        assert_eq!(post(&format!("after-{i}")), 200);
+        acked.push(format!("after-{i}"));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(common::wait_with_timeout(&mut child, Duration::from_secs(30)).success());
+    let stored = stored_ids(&env.store_dir());
+    for id in &acked {
+        assert!(stored.contains(id), "{id} acknowledged but not stored");
+    }
+    for id in &refused {
+        assert!(!stored.contains(id), "{id} refused but stored anyway");
+    }
 }
