@@ -351,33 +351,28 @@ impl PluginsInfo {
 
     fn record(&self, changes: &[Change]) {
         let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
-        for c in changes {
-            match c.kind {
-                ChangeKind::Failed if c.repeat => {}
-                ChangeKind::Failed => {
-                    errors.insert(
-                        c.plugin.clone(),
-                        LastError {
-                            message: c.error.clone().unwrap_or_default(),
-                            content_hash: c.new_hash.clone(),
-                            at: SystemTime::now(),
-                        },
-                    );
-                }
-                ChangeKind::Added | ChangeKind::Updated | ChangeKind::Manifest => {
-                    errors.remove(&c.plugin);
-                }
-                ChangeKind::Removed => {}
-            }
-        }
-        // Only plugins that exist (loaded, or refused and never loaded) keep an entry.
-        let loaded = self.registry.snapshot();
+        // Every rebuild looks at every plugin, so an error stays exactly as long as its plugin
+        // is still refused: fixed files (even back to the content already serving, which is
+        // no change) clear it, and so does removing the plugin.
         let refused_now: HashSet<&str> = changes
             .iter()
             .filter(|c| c.kind == ChangeKind::Failed)
             .map(|c| c.plugin.as_str())
             .collect();
-        errors.retain(|name, _| loaded.contains_key(name) || refused_now.contains(name.as_str()));
+        errors.retain(|name, _| refused_now.contains(name.as_str()));
+        for c in changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Failed && !c.repeat)
+        {
+            errors.insert(
+                c.plugin.clone(),
+                LastError {
+                    message: c.error.clone().unwrap_or_default(),
+                    content_hash: c.new_hash.clone(),
+                    at: SystemTime::now(),
+                },
+            );
+        }
     }
 }
 

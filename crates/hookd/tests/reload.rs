@@ -639,3 +639,42 @@ fn secret_rotation_under_load_refuses_no_genuine_event() {
     );
     daemon.stop();
 }
+
+/// Regression: restoring a refused manifest to the content already serving is no change to the
+/// plugin, and its last error used to stay in `/plugins` for good.
+#[test]
+fn fixing_a_refused_manifest_clears_the_plugins_last_error() {
+    let env = Env::new("");
+    install_plugin(&env, "versioned", wasm::FIXTURE_VERSION_A, VERSIONED_TOML);
+    let dir = env.dir.path().join("plugins");
+    let daemon = env.start();
+    let failed = "hookd_reloads_total{kind=\"plugin\",outcome=\"failed\"}";
+    let good_manifest = std::fs::read_to_string(dir.join("versioned.toml")).unwrap();
+    std::fs::write(
+        dir.join("versioned.toml"),
+        "events = [\"contact.*\"\n[limits\n",
+    )
+    .unwrap();
+    // (An in-place write may be seen half-done, and refused twice: once empty, once broken.)
+    wait_until("the broken manifest is refused", WAIT, || {
+        metric(&daemon, failed) >= 1
+    });
+    let shown = plugin(&daemon, "versioned").unwrap();
+    assert_eq!(
+        shown["events"],
+        serde_json::json!(["*"]),
+        "old settings serve: {shown}"
+    );
+    assert!(
+        shown["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("versioned.toml"),
+        "{shown}"
+    );
+    std::fs::write(dir.join("versioned.toml"), good_manifest).unwrap();
+    wait_until("the fixed manifest clears the error", WAIT, || {
+        plugin(&daemon, "versioned").is_some_and(|p| p["last_error"].is_null())
+    });
+    daemon.stop();
+}
