@@ -40,6 +40,9 @@ struct System {
     /// For a system with plugins: the plugin whose completed deliveries are awaited after the
     /// load, read from `hookd_deliveries_total` on the admin listener.
     delivered_by: Option<&'static str>,
+    /// For a system that runs a command per event in the background: the file each run
+    /// appends a line to, counted after the load (commands that really ran).
+    commands_counted_in: Option<&'static str>,
 }
 
 /// Something a system needs before it can run.
@@ -57,6 +60,65 @@ pub(crate) enum Need {
         package: &'static str,
         file: &'static str,
     },
+    /// A program from a Debian package, installed with apt-get when missing.
+    Debian {
+        package: &'static str,
+        binary: &'static str,
+    },
+}
+
+/// adnanh/webhook, the receiver users would pick instead of hookd.
+const WEBHOOK: Need = Need::Debian {
+    package: "webhook",
+    binary: "/usr/bin/webhook",
+};
+
+/// adnanh/webhook in `dir`: one hook `protocol` whose rule checks `X-Protocol-Signature` as
+/// an HMAC-SHA256 of the body, answering 401 when it does not match. `sync`: runs `/bin/true`
+/// and answers with its output (the command's completion is in the answer); otherwise the
+/// default: answer at once, run the command in the background, here a script that appends a
+/// line to `ran` so the runs can be counted.
+fn webhook_serve(dir: &Path, sync: bool) -> anyhow::Result<Command> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let command = if sync {
+        "/bin/true".to_owned()
+    } else {
+        let script = dir.join("ran.sh");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho x >> '{}'\n", dir.join("ran").display()),
+        )?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        script.display().to_string()
+    };
+    let hooks = json!([{
+        "id": "protocol",
+        "execute-command": command,
+        "include-command-output-in-response": sync,
+        "trigger-rule-mismatch-http-response-code": 401,
+        "trigger-rule": {
+            "match": {
+                "type": "payload-hmac-sha256",
+                "secret": SECRET,
+                "parameter": { "source": "header", "name": "X-Protocol-Signature" }
+            }
+        }
+    }]);
+    std::fs::write(
+        dir.join("hooks.json"),
+        serde_json::to_string_pretty(&hooks)?,
+    )?;
+    let mut c = Command::new("/usr/bin/webhook");
+    c.arg("-hooks")
+        .arg(dir.join("hooks.json"))
+        .args(["-ip", "127.0.0.1", "-port", &port.to_string()])
+        // Without -verbose it prints nothing, not even the address it serves on. It then logs
+        // each request, as hookd logs each event.
+        .arg("-verbose");
+    Ok(c)
 }
 
 const CEILING: Need = Need::Binary {
@@ -98,6 +160,25 @@ const SYSTEMS: &[System] = &[
         ready: "listening on ",
         path: "/webhooks",
         delivered_by: None,
+        commands_counted_in: None,
+    },
+    System {
+        name: "adnanh/webhook 2.8, sync /bin/true",
+        needs: &[WEBHOOK],
+        start: |_, dir| webhook_serve(dir, true),
+        ready: "serving hooks on http://",
+        path: "/hooks/protocol",
+        delivered_by: None,
+        commands_counted_in: None,
+    },
+    System {
+        name: "adnanh/webhook 2.8, async (runs counted)",
+        needs: &[WEBHOOK],
+        start: |_, dir| webhook_serve(dir, false),
+        ready: "serving hooks on http://",
+        path: "/hooks/protocol",
+        delivered_by: None,
+        commands_counted_in: Some("ran"),
     },
     System {
         name: "hookd durable ingest",
@@ -109,6 +190,7 @@ const SYSTEMS: &[System] = &[
         ready: "ingest listening on ",
         path: "/webhooks",
         delivered_by: None,
+        commands_counted_in: None,
     },
     System {
         name: "hookd + no-op plugin, delivered",
@@ -125,6 +207,7 @@ const SYSTEMS: &[System] = &[
         ready: "ingest listening on ",
         path: "/webhooks",
         delivered_by: Some("noop"),
+        commands_counted_in: None,
     },
 ];
 
@@ -349,8 +432,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .filter(|r| r.ceiling)
         .filter_map(|r| Some((r.connections, r.requests_per_sec()?)))
         .collect();
+    let webhook: Vec<(usize, f64)> = rows
+        .iter()
+        .filter(|r| r.system == WEBHOOK_BASELINE && !r.is_failure())
+        .filter_map(|r| Some((r.connections, r.requests_per_sec()?)))
+        .collect();
     for row in rows.iter_mut().filter(|r| !r.is_failure()) {
         row.ratio = ceilings
+            .iter()
+            .find(|(c, _)| *c == row.connections)
+            .and_then(|(_, base)| Some(row.requests_per_sec()? / base));
+        row.ratio_webhook = webhook
             .iter()
             .find(|(c, _)| *c == row.connections)
             .and_then(|(_, base)| Some(row.requests_per_sec()? / base));
@@ -461,6 +553,32 @@ pub(crate) fn provide(
                     path.display(),
                     probe.iter().map(|p| format!("{p} ")).collect::<String>()
                 )),
+            }
+        }
+        Need::Debian { package, binary } => {
+            if Path::new(binary).is_file() {
+                return Ok(());
+            }
+            eprintln!("bench: apt-get install -y {package}");
+            let install = || {
+                run_bounded(
+                    Command::new("apt-get").args(["install", "-y", "-qq", package]),
+                    Duration::from_secs(600),
+                )
+            };
+            let installed = install().is_ok_and(|s| s.success())
+                || (run_bounded(
+                    Command::new("apt-get").args(["update", "-qq"]),
+                    Duration::from_secs(600),
+                )
+                .is_ok_and(|s| s.success())
+                    && install().is_ok_and(|s| s.success()));
+            if installed && Path::new(binary).is_file() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cannot install the Debian package `{package}` ({binary})"
+                ))
             }
         }
         Need::Plugin { package, file } => {
@@ -590,6 +708,39 @@ fn measure(
         );
     }
 
+    if let Some(file) = system.commands_counted_in {
+        // The background runs lag behind the answers: wait until the count stops growing.
+        let path = dir.path().join(file);
+        let count = || {
+            std::fs::read(&path)
+                .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+                .unwrap_or(0)
+        };
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        let warmup_ok =
+            n(&report["warmup"]["requests"]).saturating_sub(n(&report["warmup"]["non_2xx"]));
+        let expected = n(&report["ok"]) + warmup_ok;
+        let mut last = count();
+        let limit = Instant::now() + Duration::from_secs(60);
+        loop {
+            interrupted()?;
+            std::thread::sleep(Duration::from_millis(500));
+            let now = count();
+            if now == last && now as u64 >= expected || Instant::now() > limit {
+                break;
+            }
+            if now == last {
+                // Not growing, and short of the acknowledged count: give it one more second.
+                std::thread::sleep(Duration::from_secs(1));
+                if count() == now {
+                    break;
+                }
+            }
+            last = count();
+        }
+        report["commands_ran"] = json!(count());
+        report["commands_expected"] = json!(expected);
+    }
     if let (Some(plugin), Some(admin)) = (system.delivered_by, admin) {
         // Every event acknowledged, warm-up included, must reach the plugin.
         let n = |v: &Value| v.as_u64().unwrap_or(0);
@@ -783,7 +934,12 @@ struct Row {
     connections: usize,
     outcome: Outcome,
     ratio: Option<f64>,
+    /// Against adnanh/webhook (synchronous) at the same connection count.
+    ratio_webhook: Option<f64>,
 }
+
+/// The row the "vs webhook" column compares with.
+const WEBHOOK_BASELINE: &str = "adnanh/webhook 2.8, sync /bin/true";
 
 enum Outcome {
     Measured(Value),
@@ -799,6 +955,7 @@ impl Row {
             connections,
             outcome,
             ratio: None,
+            ratio_webhook: None,
         }
     }
 
@@ -854,6 +1011,7 @@ impl Row {
             "connections": self.connections,
             "status": status,
             "ratio_to_ceiling": self.ratio,
+            "ratio_to_webhook": self.ratio_webhook,
             if status == "measured" { "report" } else { "reason" }: detail,
         })
     }
@@ -862,9 +1020,9 @@ impl Row {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| system | connections | requests | req/s | p50 ms | p99 ms | non-2xx | errors | vs ceiling | delivered/s |"
+        "| system | connections | requests | req/s | p50 ms | p99 ms | non-2xx | errors | vs ceiling | vs webhook | done after the answer |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut notes = Vec::new();
     for row in rows {
         let Some(r) = row.report() else {
@@ -874,7 +1032,7 @@ fn print_table(rows: &[Row]) {
                 Outcome::Measured(_) => continue,
             };
             println!(
-                "| {} | {} | {what} | | | | | | | |",
+                "| {} | {} | {what} | | | | | | | | |",
                 row.system, row.connections
             );
             notes.push(format!(
@@ -894,11 +1052,14 @@ fn print_table(rows: &[Row]) {
                 n(&r["delivered"]),
                 n(&r["delivered_expected"])
             ),
-            Some(d) => format!("{:.0}", f(d)),
-            None => "-".to_owned(),
+            Some(d) => format!("{:.0} delivered/s", f(d)),
+            None => match r.get("commands_ran") {
+                Some(ran) => format!("{} of {} commands ran", n(ran), n(&r["commands_expected"])),
+                None => "-".to_owned(),
+            },
         };
         println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {delivered} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {} | {delivered} |",
             row.system,
             row.connections,
             n(&r["requests"]),
@@ -909,6 +1070,8 @@ fn print_table(rows: &[Row]) {
             n(&r["errors"]) + n(&r["warmup"]["errors"]),
             row.ratio
                 .map_or("-".to_owned(), |x| format!("{:.0}%", 100.0 * x)),
+            row.ratio_webhook
+                .map_or("-".to_owned(), |x| format!("{x:.1}x")),
         );
         if r["stopped_by"] == "duration" {
             notes.push(format!(
