@@ -7,6 +7,7 @@ use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Env, event, sign};
@@ -16,6 +17,7 @@ struct Service {
     child: Child,
     ingest: SocketAddr,
     socket: UnixDatagram,
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Service {
@@ -28,7 +30,7 @@ impl Service {
             .env("NOTIFY_SOCKET", &path)
             .env_remove("WATCHDOG_PID")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         match watchdog {
             Some(interval) => cmd.env("WATCHDOG_USEC", interval.as_micros().to_string()),
             None => cmd.env_remove("WATCHDOG_USEC"),
@@ -42,10 +44,19 @@ impl Service {
             }
         };
         std::thread::spawn(move || for _ in lines {});
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
         Service {
             child,
             ingest,
             socket,
+            logs,
         }
     }
 
@@ -178,8 +189,22 @@ fn the_watchdog_is_pinged_only_while_the_store_makes_progress() {
             .unwrap()
             .status()
     });
-    std::thread::sleep(Duration::from_millis(250));
-    let stuck = service.receive_for(Duration::from_millis(1400));
+    // hookd says when a ping went unanswered: the writer has been blocked for at least 100 ms
+    // and at most about 400 ms of its 2 s busy wait, so the next second is all blocked.
+    common::wait_until(
+        "hookd notices the stuck writer",
+        Duration::from_secs(10),
+        || {
+            service
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("not pinging the watchdog"))
+        },
+    );
+    service.receive_for(Duration::from_millis(1)); // what was sent before: not counted
+    let stuck = service.receive_for(Duration::from_millis(1000));
     assert_eq!(
         pings(&stuck),
         0,
