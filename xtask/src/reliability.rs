@@ -1,10 +1,15 @@
-//! `cargo xtask reliability [--loops N]`: the crash suite with its figures.
+//! `cargo xtask reliability [--loops N] [--fuzz-seconds S]`: the whole suite RELIABILITY.md
+//! reports, with its figures.
 //!
 //! 1. `hookd-crash`: N (default 200) kill -9 loops against the release daemon under signed
 //!    load with a plugin subscribed; reports acknowledged, lost, delivered, duplicates and
 //!    restart-to-ready.
 //! 2. The negative control: the crash test against a build that acknowledges before it
 //!    commits (`--features fault-injection`), which must report losses.
+//! 3. The fault, hostile-request, hostile-plugin and reload suites (`--nocapture`, so their
+//!    figures print).
+//! 4. The fuzzers, S seconds each (default 60; 0 skips them), when a nightly toolchain is
+//!    installed.
 
 use std::process::Command;
 use std::time::Duration;
@@ -25,6 +30,7 @@ const RECORDER: Need = Need::Plugin {
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut loops = 200usize;
+    let mut fuzz_seconds = 60u64;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -35,9 +41,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     .parse()
                     .context("--loops needs a number")?;
             }
-            other => {
-                bail!("unknown argument `{other}`; usage: cargo xtask reliability [--loops N]")
+            "--fuzz-seconds" => {
+                fuzz_seconds = args
+                    .next()
+                    .context("--fuzz-seconds needs a number")?
+                    .parse()
+                    .context("--fuzz-seconds needs a number")?;
             }
+            other => bail!(
+                "unknown argument `{other}`; usage: cargo xtask reliability [--loops N] \
+                 [--fuzz-seconds S]"
+            ),
         }
     }
     catch_signals();
@@ -84,6 +98,51 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     )?;
     if !status.success() {
         bail!("the negative control failed: the harness did not catch the broken build");
+    }
+
+    println!("\n== store faults, hostile requests, hostile plugins, reload faults");
+    for (package, test) in [
+        ("hookd", "faults"),
+        ("hookd", "hostile_requests"),
+        ("hookd", "http_contract"),
+        ("hookd", "reload"),
+        ("hookd", "plugins"),
+        ("hookd-host", "sandbox"),
+    ] {
+        let status = run_bounded(
+            crate::plugins::cargo().current_dir(&paths.root).args([
+                "test",
+                "-p",
+                package,
+                "--test",
+                test,
+                "--",
+                "--nocapture",
+            ]),
+            Duration::from_secs(1800),
+        )?;
+        if !status.success() {
+            bail!("`cargo test -p {package} --test {test}` failed");
+        }
+    }
+
+    if fuzz_seconds > 0 {
+        println!("\n== fuzzing, {fuzz_seconds} s per target");
+        let nightly = Command::new("rustup")
+            .args(["run", "nightly", "rustc", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if nightly {
+            let status = run_bounded(
+                Command::new(paths.root.join("fuzz/run.sh")).arg(fuzz_seconds.to_string()),
+                Duration::from_secs(fuzz_seconds * 10 + 1800),
+            )?;
+            if !status.success() {
+                bail!("a fuzz target failed; its input is in fuzz/artifacts/");
+            }
+        } else {
+            println!("skipped: no nightly toolchain (rustup toolchain install nightly)");
+        }
     }
     Ok(())
 }
