@@ -493,6 +493,9 @@ impl Reloader {
                 return;
             }
         };
+        if changes.iter().any(|c| c.took.is_some() && !c.cache_hit) {
+            release_compiler_memory();
+        }
         let swapped = changes.iter().any(|c| c.kind != ChangeKind::Failed);
         if swapped {
             self.registry.swap(next);
@@ -566,6 +569,17 @@ impl Reloader {
             );
         }
         self.load_plugins().await;
+    }
+}
+
+/// Compiling a plugin leaves tens of megabytes freed but still held by the allocator (in the
+/// arenas of the blocking threads that compiled). Hand them back to the system, so a daemon
+/// that compiled 10 plugins idles at the size of one that read them from the cache.
+fn release_compiler_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
