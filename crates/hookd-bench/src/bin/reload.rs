@@ -1,6 +1,7 @@
 //! `hookd-reload-bench`: how long a running hookd takes to serve a plugin file that just
-//! landed in its folder, and how long a restart with many plugins takes to be ready, cold
-//! (empty compiled-code cache) and warm.
+//! landed in its folder, how long a restart with many plugins takes to be ready, cold
+//! (empty compiled-code cache) and warm, and the daemon's memory (RSS) with 10 plugins: idle
+//! after a cold and a warm start, and at its peak while delivering a burst of events to all.
 //!
 //! Every plugin variant is the given component with a unique custom section appended: the
 //! same code, a different content hash, so each one is really compiled (or really read from
@@ -34,6 +35,12 @@ struct Args {
     /// Plugin files landed for the reload measurement.
     #[arg(long, default_value_t = 40)]
     swaps: usize,
+    /// Plugins installed for the memory measurement.
+    #[arg(long, default_value_t = 10)]
+    memory_plugins: usize,
+    /// Events sent (and delivered to every plugin) for the loaded-memory measurement.
+    #[arg(long, default_value_t = 20_000)]
+    memory_events: usize,
     /// Where the temporary daemon folders go (default: the system's temp folder).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -98,6 +105,47 @@ fn main() -> anyhow::Result<()> {
     }
     drop(daemon);
 
+    // Memory with N plugins: idle after a cold start, idle after a warm one, then loaded.
+    let work = tempfile::tempdir_in(&parent)?;
+    write_config(work.path())?;
+    let plugins = work.path().join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    for i in 0..args.memory_plugins {
+        std::fs::write(
+            plugins.join(format!("m{i}.wasm")),
+            variant(&component, &format!("memory-{i}")),
+        )?;
+        std::fs::write(plugins.join(format!("m{i}.toml")), "events = [\"*\"]\n")?;
+    }
+    let idle = |daemon: &Daemon| -> anyhow::Result<f64> {
+        daemon.wait_plugins(args.memory_plugins)?;
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(daemon.memory_mb("VmRSS"))
+    };
+    let daemon = Daemon::start(&args.hookd, work.path())?;
+    let idle_cold = idle(&daemon)?;
+    daemon.stop()?;
+    let daemon = Daemon::start(&args.hookd, work.path())?;
+    let idle_warm = idle(&daemon)?;
+    let ingest = daemon.ingest;
+    let sent = send_events(ingest, args.memory_events)?;
+    let expected = (sent * args.memory_plugins) as u64;
+    let drained = Instant::now();
+    while daemon.delivered() < expected {
+        if drained.elapsed() > Duration::from_secs(300) {
+            bail!("deliveries did not drain within 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let peak = daemon.memory_mb("VmHWM");
+    let after = daemon.memory_mb("VmRSS");
+    daemon.stop()?;
+    println!(
+        "\nmemory with {} plugins: idle after a cold start {idle_cold:.1} MB, after a warm start \
+         {idle_warm:.1} MB; {sent} events x {} plugins delivered: peak {peak:.1} MB, after {after:.1} MB",
+        args.memory_plugins, args.memory_plugins
+    );
+
     let rows = [
         (
             format!("restart to ready, {} plugins, cold cache", args.plugins),
@@ -116,6 +164,14 @@ fn main() -> anyhow::Result<()> {
             summary(&mut cached),
         ),
     ];
+    let memory = serde_json::json!({
+        "plugins": args.memory_plugins,
+        "idle_after_cold_start_mb": idle_cold,
+        "idle_after_warm_start_mb": idle_warm,
+        "events_delivered_to_each": sent,
+        "peak_while_delivering_mb": peak,
+        "after_delivering_mb": after,
+    });
     println!(
         "\n{:<46} {:>6} {:>10} {:>10} {:>10}",
         "measurement", "n", "p50 ms", "p99 ms", "max ms"
@@ -135,6 +191,7 @@ fn main() -> anyhow::Result<()> {
                     serde_json::json!({"n": s.n, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "max_ms": s.max_ms}),
                 )
             })
+            .chain([("memory".to_owned(), memory)])
             .collect::<serde_json::Map<_, _>>()
             .into();
         std::fs::write(path, serde_json::to_string_pretty(&value)?)?;
@@ -202,6 +259,7 @@ fn start_to_ready(hookd: &Path, dir: &Path, plugins: usize) -> anyhow::Result<Du
 struct Daemon {
     child: Child,
     admin: SocketAddr,
+    ingest: SocketAddr,
 }
 
 impl Daemon {
@@ -216,18 +274,55 @@ impl Daemon {
             .with_context(|| format!("cannot start {}", hookd.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let admin = loop {
+        let (mut ingest, mut admin) = (None, None);
+        while ingest.is_none() || admin.is_none() {
             let Some(line) = lines.next() else {
                 let _ = child.kill();
-                bail!("hookd exited before announcing its admin address");
+                bail!("hookd exited before announcing its addresses");
             };
-            if let Some(addr) = line?.strip_prefix("admin listening on ") {
-                break addr.trim().parse()?;
+            let line = line?;
+            if let Some(addr) = line.strip_prefix("admin listening on ") {
+                admin = Some(addr.trim().parse()?);
+            } else if let Some(addr) = line.strip_prefix("ingest listening on ") {
+                ingest = Some(addr.trim().parse()?);
             }
-        };
+        }
         // Keep draining stdout so the daemon never blocks on it.
         std::thread::spawn(move || for _ in lines {});
-        Ok(Daemon { child, admin })
+        Ok(Daemon {
+            child,
+            admin: admin.context("no admin address")?,
+            ingest: ingest.context("no ingest address")?,
+        })
+    }
+
+    /// `field` (`VmRSS`, `VmHWM`) of the daemon's /proc status, in MB.
+    fn memory_mb(&self, field: &str) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|status| {
+                status.lines().find_map(|l| {
+                    l.strip_prefix(field)?
+                        .trim_start_matches(':')
+                        .trim()
+                        .strip_suffix(" kB")?
+                        .parse::<f64>()
+                        .ok()
+                })
+            })
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    /// Successful deliveries so far, all plugins together, from `/metrics`.
+    fn delivered(&self) -> u64 {
+        get(self.admin, "/metrics").map_or(0, |(_, body)| {
+            body.lines()
+                .filter(|l| {
+                    l.starts_with("hookd_deliveries_total{") && l.contains("outcome=\"ok\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        })
     }
 
     fn hashes(&self) -> Vec<String> {
@@ -285,6 +380,62 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `count` signed events over 4 keep-alive connections; returns how many got a 200.
+fn send_events(addr: SocketAddr, count: usize) -> anyhow::Result<usize> {
+    let secret = hookd_core::Secret::new(SECRET).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let events = hookd_bench::signed_events(&secret, "memory", count, 0)?;
+    let chunks: Vec<Vec<hookd_bench::SignedEvent>> = events
+        .chunks(count.div_ceil(4).max(1))
+        .map(<[_]>::to_vec)
+        .collect();
+    let threads: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            std::thread::spawn(move || -> anyhow::Result<usize> {
+                let mut stream = TcpStream::connect(addr)?;
+                stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+                let mut reader = BufReader::new(stream.try_clone()?);
+                let mut ok = 0;
+                for e in chunk {
+                    write!(
+                        stream,
+                        "POST /webhooks HTTP/1.1\r\nHost: {addr}\r\ncontent-type: application/json\r\n\
+                         x-protocol-signature: {}\r\ncontent-length: {}\r\n\r\n",
+                        e.signature,
+                        e.body.len()
+                    )?;
+                    stream.write_all(&e.body)?;
+                    // Status line, headers (for the length), body.
+                    let mut line = String::new();
+                    reader.read_line(&mut line)?;
+                    ok += usize::from(line.split(' ').nth(1) == Some("200"));
+                    let mut length = 0;
+                    loop {
+                        line.clear();
+                        reader.read_line(&mut line)?;
+                        if line == "\r\n" || line.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body)?;
+                }
+                Ok(ok)
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in threads {
+        ok += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a sender panicked"))??;
+    }
+    Ok(ok)
 }
 
 /// A minimal HTTP/1.0 GET on the admin listener: status and body.
