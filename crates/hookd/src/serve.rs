@@ -212,7 +212,12 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
         stop_rx.clone(),
         |phase| match phase {
             ReloadPhase::Started => notify::reloading(),
-            ReloadPhase::Finished => notify::ready("ready: configuration reloaded"),
+            ReloadPhase::Finished { applied: true } => {
+                notify::ready("ready: configuration reloaded")
+            }
+            ReloadPhase::Finished { applied: false } => notify::ready(
+                "ready: configuration reload refused, the running one is kept (see the journal)",
+            ),
         },
     ));
     tokio::spawn(notify::watchdog(
