@@ -704,21 +704,29 @@ fn is_plugin_change(event: &DebouncedEvent) -> bool {
         })
 }
 
-/// Serves reload requests until `stop`: folder changes and SIGHUP, one at a time.
-pub async fn run(
-    mut reloader: Reloader,
-    mut stop: watch::Receiver<bool>,
-    mut on_config_reload: impl FnMut(ReloadPhase),
-) {
-    let changed = Arc::new(Notify::new());
-    let mut folder = watch_folder(&reloader.config.plugins.dir, &changed);
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+/// Starts catching SIGHUP: from here on one is recorded for [`run`] instead of ending the
+/// process, which is SIGHUP's default action. Call it first thing, well before announcing
+/// readiness: `systemctl reload` may signal at once after `READY=1`, before `run` is polled.
+pub fn watch_sighup() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
             error!(error = %e, "cannot watch SIGHUP; configuration reload is off");
             None
         }
-    };
+    }
+}
+
+/// Serves reload requests until `stop`: folder changes and SIGHUP (caught by `hup`, from
+/// [`watch_sighup`]), one at a time.
+pub async fn run(
+    mut reloader: Reloader,
+    mut hup: Option<tokio::signal::unix::Signal>,
+    mut stop: watch::Receiver<bool>,
+    mut on_config_reload: impl FnMut(ReloadPhase),
+) {
+    let changed = Arc::new(Notify::new());
+    let mut folder = watch_folder(&reloader.config.plugins.dir, &changed);
     loop {
         tokio::select! {
             () = changed.notified() => reloader.load_plugins().await,

@@ -70,6 +70,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
 
 async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let hup = crate::reload::watch_sighup();
     let mut registry = Registry::default();
     let store = Store::open(
         hookd_store::StoreConfig {
@@ -209,6 +210,7 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
     let dispatch_task = tokio::spawn(dispatcher.run(stop_rx.clone(), SHUTDOWN_GRACE));
     let reload_task = tokio::spawn(crate::reload::run(
         reloader,
+        hup,
         stop_rx.clone(),
         |phase| match phase {
             ReloadPhase::Started => notify::reloading(),

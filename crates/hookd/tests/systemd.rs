@@ -228,6 +228,23 @@ fn ready_reloading_ready_and_stopping_are_announced() {
     assert!(status.success());
 }
 
+/// Regression: SIGHUP was caught only once the reload task first ran, which could be after
+/// `READY=1`; a reload asked for at once (`systemctl reload` may) met SIGHUP's default action
+/// and ended the daemon.
+#[test]
+fn a_reload_right_at_ready_is_a_reload_not_the_end() {
+    let env = Env::new("");
+    let mut service = Service::start(&env, Watchdog::Off);
+    service.wait_for("READY=1", Duration::from_secs(30));
+    service.signal(libc::SIGHUP);
+    let reload = service.wait_for("READY=1", Duration::from_secs(30));
+    assert!(
+        reload.iter().any(|m| m.lines().any(|l| l == "RELOADING=1")),
+        "{reload:?}"
+    );
+    assert!(service.child.try_wait().unwrap().is_none(), "hookd ended");
+}
+
 #[test]
 fn the_watchdog_is_pinged_only_while_the_store_makes_progress() {
     let env = Env::new("");
