@@ -217,6 +217,15 @@ impl RawConfig {
         })
     }
 
+    /// `[store] dir`, resolved as [`RawConfig::validate`] resolves it (relative to the config
+    /// file's folder), with nothing else validated and no secret read: for tools that only open
+    /// the store, run by an operator who does not hold the service's credentials. `None` when
+    /// it is empty.
+    pub fn store_dir(&self, path: Option<&Path>) -> Option<PathBuf> {
+        let dir = self.store.dir.get_ref();
+        (!dir.is_empty()).then(|| config_folder(path).join(dir))
+    }
+
     /// Checks every value and resolves secrets, returning every problem found.
     pub fn validate(&self, text: &str, path: Option<&Path>) -> Result<Config, ConfigErrors> {
         let mut p = Problems {
@@ -224,10 +233,7 @@ impl RawConfig {
             path,
             errors: Vec::new(),
         };
-        let base = path
-            .and_then(Path::parent)
-            .map(Path::to_owned)
-            .unwrap_or_default();
+        let base = config_folder(path);
 
         let s = &self.server;
         let listen = socket_addr(&mut p, "server.listen", &s.listen);
@@ -405,6 +411,14 @@ fn socket_addr(p: &mut Problems<'_>, key: &str, value: &Spanned<String>) -> Opti
             None
         }
     }
+}
+
+/// What relative paths in the config are relative to: the file's folder, else the working
+/// directory.
+fn config_folder(path: Option<&Path>) -> PathBuf {
+    path.and_then(Path::parent)
+        .map(Path::to_owned)
+        .unwrap_or_default()
 }
 
 fn dir(p: &mut Problems<'_>, key: &str, value: &Spanned<String>, base: &Path) -> PathBuf {

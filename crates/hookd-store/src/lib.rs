@@ -311,8 +311,10 @@ impl Store {
     }
 
     /// Whether the writer gets through what is queued now: `true` once everything queued
-    /// before this call is committed, `false` if that commit fails, the writer is gone, or it
-    /// takes longer than `within` (a writer blocked on a lock or a stalled disk).
+    /// before this call is committed (or, with nothing queued, once the writer has taken and
+    /// released the database's write lock, which writes nothing), `false` if that fails, the
+    /// writer is gone, or it takes longer than `within` (a writer blocked on a lock or a
+    /// stalled disk).
     pub async fn ping(&self, within: std::time::Duration) -> bool {
         let (reply, answer) = oneshot::channel();
         if self.tx.send(Command::Ping(reply)).is_err() {

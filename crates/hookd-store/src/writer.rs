@@ -40,8 +40,9 @@ pub(crate) enum Command {
         now_ms: i64,
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
-    /// Answered once everything queued before it is committed; dropped unanswered if that
-    /// commit fails. A liveness probe for the service manager's watchdog.
+    /// Answered once everything queued before it is committed (with nothing queued, once the
+    /// write lock could be taken); dropped unanswered if that fails. A liveness probe for the
+    /// service manager's watchdog.
     Ping(oneshot::Sender<()>),
     Close,
 }
@@ -147,7 +148,13 @@ impl Writer {
                     next = self.rx.try_recv().ok();
                 }
             }
-            let committed = batch.is_empty() || self.commit(&mut batch);
+            let committed = if !batch.is_empty() {
+                self.commit(&mut batch)
+            } else if !pings.is_empty() {
+                self.probe_write_lock()
+            } else {
+                true
+            };
             if committed {
                 for ping in pings.drain(..) {
                     let _ = ping.send(());
@@ -159,6 +166,22 @@ impl Writer {
         self.shared.running.store(false, Ordering::Release);
         self.refuse_stragglers();
         self.shutdown();
+    }
+
+    /// Takes the database's write lock and lets it go, for a ping with nothing else queued: an
+    /// idle writer is only healthy if its next commit could start, so a database that another
+    /// process keeps locked silences the watchdog even while no event arrives. Writes nothing,
+    /// so it costs no fsync.
+    fn probe_write_lock(&mut self) -> bool {
+        let probe = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .and_then(|tx| tx.commit());
+        if let Err(e) = &probe {
+            warn!(error = %e, path = %self.path.display(),
+                "the store cannot take its write lock: commits would fail");
+        }
+        probe.is_ok()
     }
 
     /// Commits `batch` and answers each write; returns whether the commit succeeded.

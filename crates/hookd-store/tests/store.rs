@@ -249,6 +249,29 @@ async fn a_failed_commit_acknowledges_nothing_of_its_batch() {
     assert!(!store.ingest(event("f0", &["p"])).await.unwrap().duplicate);
 }
 
+/// The watchdog's probe: an idle writer answers only if it could commit, so a database another
+/// process keeps locked fails the ping even with nothing queued, and for as long as the lock
+/// lasts (past the writer's 2 s busy timeout).
+#[tokio::test]
+async fn a_ping_fails_while_the_database_is_locked_even_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(config(dir.path()));
+    assert!(store.ping(Duration::from_secs(5)).await, "an idle store");
+    let lock = lock_database(dir.path());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        assert!(
+            !store.ping(Duration::from_millis(300)).await,
+            "answered while locked, {:?} after the lock",
+            started.elapsed()
+        );
+    }
+    lock.execute_batch("ROLLBACK").unwrap();
+    assert!(store.ping(Duration::from_secs(5)).await, "after the lock");
+    // The probes wrote nothing.
+    assert_eq!(store.reader().unwrap().event_count().unwrap(), 0);
+}
+
 #[test]
 fn a_corrupt_database_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();

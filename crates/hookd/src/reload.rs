@@ -515,8 +515,9 @@ impl Reloader {
         }
     }
 
-    /// SIGHUP: re-reads the main config; applies it all or changes nothing.
-    pub async fn reload_config(&mut self) {
+    /// SIGHUP: re-reads the main config; applies it all or changes nothing. Returns whether it
+    /// was applied.
+    pub async fn reload_config(&mut self) -> bool {
         info!(config = %self.config_path.display(), "reloading the configuration");
         let path = self.config_path.clone();
         let loaded = tokio::task::spawn_blocking(move || Config::load(&path)).await;
@@ -531,12 +532,12 @@ impl Reloader {
                     "the new configuration does not validate; the running one is kept"
                 );
                 self.metrics.count("config", "failed");
-                return;
+                return false;
             }
             Err(e) => {
                 error!(error = %e, "the configuration reload task failed; the running configuration is kept");
                 self.metrics.count("config", "failed");
-                return;
+                return false;
             }
         };
         let verifier = match Verifier::new(&new.secrets) {
@@ -544,7 +545,7 @@ impl Reloader {
             Err(e) => {
                 error!(error = %e, "configuration reload refused; the running one is kept");
                 self.metrics.count("config", "failed");
-                return;
+                return false;
             }
         };
         if let Err(e) = self.log_filter.set(&new.log.filter) {
@@ -569,6 +570,7 @@ impl Reloader {
             );
         }
         self.load_plugins().await;
+        true
     }
 }
 
@@ -702,32 +704,40 @@ fn is_plugin_change(event: &DebouncedEvent) -> bool {
         })
 }
 
-/// Serves reload requests until `stop`: folder changes and SIGHUP, one at a time.
-pub async fn run(
-    mut reloader: Reloader,
-    mut stop: watch::Receiver<bool>,
-    mut on_config_reload: impl FnMut(ReloadPhase),
-) {
-    let changed = Arc::new(Notify::new());
-    let mut folder = watch_folder(&reloader.config.plugins.dir, &changed);
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+/// Starts catching SIGHUP: from here on one is recorded for [`run`] instead of ending the
+/// process, which is SIGHUP's default action. Call it first thing, well before announcing
+/// readiness: `systemctl reload` may signal at once after `READY=1`, before `run` is polled.
+pub fn watch_sighup() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
             error!(error = %e, "cannot watch SIGHUP; configuration reload is off");
             None
         }
-    };
+    }
+}
+
+/// Serves reload requests until `stop`: folder changes and SIGHUP (caught by `hup`, from
+/// [`watch_sighup`]), one at a time.
+pub async fn run(
+    mut reloader: Reloader,
+    mut hup: Option<tokio::signal::unix::Signal>,
+    mut stop: watch::Receiver<bool>,
+    mut on_config_reload: impl FnMut(ReloadPhase),
+) {
+    let changed = Arc::new(Notify::new());
+    let mut folder = watch_folder(&reloader.config.plugins.dir, &changed);
     loop {
         tokio::select! {
             () = changed.notified() => reloader.load_plugins().await,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
                 on_config_reload(ReloadPhase::Started);
-                reloader.reload_config().await;
+                let applied = reloader.reload_config().await;
                 let dir = &reloader.config.plugins.dir;
                 if folder.as_ref().is_none_or(|f| f.dir() != dir) {
                     folder = watch_folder(dir, &changed);
                 }
-                on_config_reload(ReloadPhase::Finished);
+                on_config_reload(ReloadPhase::Finished { applied });
             }
             _ = stop.changed() => break,
         }
@@ -738,7 +748,10 @@ pub async fn run(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadPhase {
     Started,
-    Finished,
+    /// `applied` is false when the new configuration was refused and the running one kept.
+    Finished {
+        applied: bool,
+    },
 }
 
 fn watch_folder(dir: &Path, changed: &Arc<Notify>) -> Option<FolderWatch> {

@@ -70,6 +70,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
 
 async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let hup = crate::reload::watch_sighup();
     let mut registry = Registry::default();
     let store = Store::open(
         hookd_store::StoreConfig {
@@ -209,10 +210,16 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
     let dispatch_task = tokio::spawn(dispatcher.run(stop_rx.clone(), SHUTDOWN_GRACE));
     let reload_task = tokio::spawn(crate::reload::run(
         reloader,
+        hup,
         stop_rx.clone(),
         |phase| match phase {
             ReloadPhase::Started => notify::reloading(),
-            ReloadPhase::Finished => notify::ready("ready: configuration reloaded"),
+            ReloadPhase::Finished { applied: true } => {
+                notify::ready("ready: configuration reloaded")
+            }
+            ReloadPhase::Finished { applied: false } => notify::ready(
+                "ready: configuration reload refused, the running one is kept (see the journal)",
+            ),
         },
     ));
     tokio::spawn(notify::watchdog(

@@ -1,7 +1,7 @@
 //! The plugin author's and operator's tools: `run-plugin`, `dlq list|replay`, and plugin
 //! compilation for `check`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -106,12 +106,12 @@ fn run_plugin_inner(args: &RunPluginArgs) -> anyhow::Result<bool> {
 }
 
 pub fn dlq(args: DlqArgs) -> ExitCode {
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(errors) => return report_config_errors(&errors),
+    let store_dir = match store_dir(&args.config) {
+        Ok(dir) => dir,
+        Err(result) => return result,
     };
     let result = match args.command {
-        DlqCommand::List { limit, json } => dlq_list(&config.store.dir, limit, json),
+        DlqCommand::List { limit, json } => dlq_list(&store_dir, limit, json),
         DlqCommand::Replay { id, all, plugin } => {
             let selector = match (id, all) {
                 (_, true) => ReplaySelector::All,
@@ -119,7 +119,7 @@ pub fn dlq(args: DlqArgs) -> ExitCode {
                 (None, false) => return fail(anyhow::anyhow!("give an event id or --all")),
             };
             hookd_store::replay_dead_letters(
-                &config.store.dir,
+                &store_dir,
                 &selector,
                 plugin.as_deref(),
                 crate::dispatch::now_ms(),
@@ -132,6 +132,22 @@ pub fn dlq(args: DlqArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
+}
+
+/// `[store] dir` of the config at `path`, and nothing else of it: the store is all `dlq`
+/// opens, and the operator running it does not hold the service's credentials (the production
+/// config reads its secret from `$CREDENTIALS_DIRECTORY`, which only the service has).
+fn store_dir(path: &Path) -> Result<PathBuf, ExitCode> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(anyhow::anyhow!("cannot read `{}`: {e}", path.display())))?;
+    let raw = hookd_config::RawConfig::parse(&text, Some(path))
+        .map_err(|errors| report_config_errors(&errors))?;
+    raw.store_dir(Some(path)).ok_or_else(|| {
+        fail(anyhow::anyhow!(
+            "`[store] dir` is empty in `{}`",
+            path.display()
+        ))
+    })
 }
 
 fn dlq_list(dir: &Path, limit: usize, json: bool) -> anyhow::Result<()> {

@@ -114,3 +114,48 @@ fn sign_and_send_deliver_an_event_the_daemon_accepts() {
     assert!(String::from_utf8_lossy(&fresh.stdout).contains(r#""duplicate":false"#));
     assert_eq!(common::stored_ids(&env.store_dir()).len(), 2);
 }
+
+/// The production config reads its secret from `$CREDENTIALS_DIRECTORY`, which only the
+/// service has; an operator's `hookd dlq` opens the store all the same.
+#[test]
+fn dlq_works_without_the_services_credentials() {
+    let env = Env::new("");
+    let daemon = env.start();
+    assert_eq!(
+        daemon.post(&event("evt-dlq", "message.created")).status(),
+        200
+    );
+    assert!(daemon.stop().success());
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        text.replace(
+            r#"secrets = ["file:secret"]"#,
+            r#"secrets = ["file:${CREDENTIALS_DIRECTORY}/webhook-secret"]"#,
+        ),
+    )
+    .unwrap();
+    let hookd = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hookd"))
+            .args(args)
+            .arg("--config")
+            .arg(&env.config)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap()
+    };
+    let check = hookd(&["check"]);
+    assert!(!check.status.success(), "the secret is out of reach");
+    let list = hookd(&["dlq", "list"]);
+    assert!(list.status.success(), "{list:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout).trim(),
+        "no dead letters"
+    );
+    let replay = hookd(&["dlq", "replay", "--all"]);
+    assert!(replay.status.success(), "{replay:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&replay.stdout).trim(),
+        "0 dead letters replayed"
+    );
+}

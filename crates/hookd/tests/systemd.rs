@@ -20,21 +20,42 @@ struct Service {
     logs: Arc<Mutex<Vec<String>>>,
 }
 
+/// Whom systemd's watchdog variables are meant for.
+#[derive(Clone, Copy)]
+enum Watchdog {
+    Off,
+    /// `WATCHDOG_USEC` with `WATCHDOG_PID` = the daemon's pid, as systemd sets them.
+    On(Duration),
+    /// `WATCHDOG_USEC` with the pid of another process: inherited, not for this daemon.
+    ForAnotherProcess(Duration),
+}
+
 impl Service {
-    fn start(env: &Env, watchdog: Option<Duration>) -> Service {
+    fn start(env: &Env, watchdog: Watchdog) -> Service {
         let path = env.dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&path).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookd"));
-        cmd.args(["serve", "--log-format", "json", "--config"])
+        // Through `sh -c '... exec'`, so that `$$` is the pid the daemon will have.
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(r#"[ -n "$WATCHDOG_USEC" ] && export WATCHDOG_PID="${WATCHDOG_PID:-$$}"; exec "$0" "$@""#)
+            .arg(env!("CARGO_BIN_EXE_hookd"))
+            .args(["serve", "--log-format", "json", "--config"])
             .arg(&env.config)
             .env("NOTIFY_SOCKET", &path)
             .env_remove("WATCHDOG_PID")
+            .env_remove("WATCHDOG_USEC")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         match watchdog {
-            Some(interval) => cmd.env("WATCHDOG_USEC", interval.as_micros().to_string()),
-            None => cmd.env_remove("WATCHDOG_USEC"),
-        };
+            Watchdog::Off => {}
+            Watchdog::On(interval) => {
+                cmd.env("WATCHDOG_USEC", interval.as_micros().to_string());
+            }
+            Watchdog::ForAnotherProcess(interval) => {
+                cmd.env("WATCHDOG_USEC", interval.as_micros().to_string())
+                    .env("WATCHDOG_PID", std::process::id().to_string());
+            }
+        }
         let mut child = cmd.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let ingest = loop {
@@ -117,6 +138,20 @@ impl Drop for Service {
     }
 }
 
+/// `CLOCK_MONOTONIC` in microseconds, the clock `MONOTONIC_USEC` is read from.
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write into.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) },
+        0
+    );
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
+}
+
 fn pings(messages: &[String]) -> usize {
     messages
         .iter()
@@ -127,7 +162,7 @@ fn pings(messages: &[String]) -> usize {
 #[test]
 fn ready_reloading_ready_and_stopping_are_announced() {
     let env = Env::new("");
-    let mut service = Service::start(&env, None);
+    let mut service = Service::start(&env, Watchdog::Off);
     let before = service.wait_for("READY=1", Duration::from_secs(30));
     assert!(
         before.last().unwrap().contains("STATUS=ready"),
@@ -143,8 +178,10 @@ fn ready_reloading_ready_and_stopping_are_announced() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
+    let before_hup = monotonic_usec();
     service.signal(libc::SIGHUP);
     let reload = service.wait_for("READY=1", Duration::from_secs(30));
+    let after_ready = monotonic_usec();
     let reloading = reload
         .iter()
         .find(|m| m.lines().any(|l| l == "RELOADING=1"))
@@ -155,7 +192,35 @@ fn ready_reloading_ready_and_stopping_are_announced() {
         .expect("RELOADING=1 carries MONOTONIC_USEC")
         .parse()
         .unwrap();
-    assert!(usec > 0);
+    // systemd compares it with when it asked for the reload: it must be the time of sending.
+    assert!(
+        (before_hup..=after_ready).contains(&usec),
+        "MONOTONIC_USEC={usec} not within {before_hup}..={after_ready}"
+    );
+    assert!(
+        reload
+            .last()
+            .unwrap()
+            .contains("STATUS=ready: configuration reloaded"),
+        "{reload:?}"
+    );
+
+    // A configuration that does not validate: systemd still hears the reload end, and
+    // `systemctl status` says the running configuration was kept.
+    let good = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, format!("{good}\nno_such_key = 1\n")).unwrap();
+    service.signal(libc::SIGHUP);
+    let refused = service.wait_for("READY=1", Duration::from_secs(30));
+    assert!(
+        refused
+            .iter()
+            .any(|m| m.lines().any(|l| l == "RELOADING=1")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.last().unwrap().contains("reload refused"),
+        "{refused:?}"
+    );
 
     service.signal(libc::SIGTERM);
     service.wait_for("STOPPING=1", Duration::from_secs(30));
@@ -163,10 +228,27 @@ fn ready_reloading_ready_and_stopping_are_announced() {
     assert!(status.success());
 }
 
+/// Regression: SIGHUP was caught only once the reload task first ran, which could be after
+/// `READY=1`; a reload asked for at once (`systemctl reload` may) met SIGHUP's default action
+/// and ended the daemon.
+#[test]
+fn a_reload_right_at_ready_is_a_reload_not_the_end() {
+    let env = Env::new("");
+    let mut service = Service::start(&env, Watchdog::Off);
+    service.wait_for("READY=1", Duration::from_secs(30));
+    service.signal(libc::SIGHUP);
+    let reload = service.wait_for("READY=1", Duration::from_secs(30));
+    assert!(
+        reload.iter().any(|m| m.lines().any(|l| l == "RELOADING=1")),
+        "{reload:?}"
+    );
+    assert!(service.child.try_wait().unwrap().is_none(), "hookd ended");
+}
+
 #[test]
 fn the_watchdog_is_pinged_only_while_the_store_makes_progress() {
     let env = Env::new("");
-    let service = Service::start(&env, Some(Duration::from_millis(400)));
+    let service = Service::start(&env, Watchdog::On(Duration::from_millis(400)));
     service.wait_for("READY=1", Duration::from_secs(30));
     let healthy = service.receive_for(Duration::from_millis(1200));
     assert!(
@@ -174,23 +256,11 @@ fn the_watchdog_is_pinged_only_while_the_store_makes_progress() {
         "pings every 200 ms expected: {healthy:?}"
     );
 
-    // Another process holds the database's write lock: the writer blocks on its next commit
-    // (up to its 2 s busy timeout) and the watchdog must go quiet.
+    // Another process holds the database's write lock. Idle or not, the writer could not
+    // commit, so the watchdog must go quiet, and stay quiet for as long as the lock lasts:
+    // longer than the writer's 2 s busy timeout, after which it gives up and tries again.
     let db = rusqlite::Connection::open(env.store_dir().join("hookd.db")).unwrap();
     db.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let url = format!("http://{}/webhooks", service.ingest);
-    let blocked = std::thread::spawn(move || {
-        let body = event("notify-blocked", "message.created");
-        common::client()
-            .post(url)
-            .header("x-protocol-signature", sign(&body))
-            .body(body)
-            .send()
-            .unwrap()
-            .status()
-    });
-    // hookd says when a ping went unanswered: the writer has been blocked for at least 100 ms
-    // and at most about 400 ms of its 2 s busy wait, so the next second is all blocked.
     common::wait_until(
         "hookd notices the stuck writer",
         Duration::from_secs(10),
@@ -204,7 +274,18 @@ fn the_watchdog_is_pinged_only_while_the_store_makes_progress() {
         },
     );
     service.receive_for(Duration::from_millis(1)); // what was sent before: not counted
-    let stuck = service.receive_for(Duration::from_millis(1000));
+    let url = format!("http://{}/webhooks", service.ingest);
+    let blocked = std::thread::spawn(move || {
+        let body = event("notify-blocked", "message.created");
+        common::client()
+            .post(url)
+            .header("x-protocol-signature", sign(&body))
+            .body(body)
+            .send()
+            .unwrap()
+            .status()
+    });
+    let stuck = service.receive_for(Duration::from_millis(3000));
     assert_eq!(
         pings(&stuck),
         0,
@@ -216,4 +297,17 @@ fn the_watchdog_is_pinged_only_while_the_store_makes_progress() {
 
     let recovered = service.receive_for(Duration::from_millis(1500));
     assert!(pings(&recovered) >= 2, "pings resume: {recovered:?}");
+}
+
+#[test]
+fn a_watchdog_meant_for_another_process_is_not_pinged() {
+    let env = Env::new("");
+    let service = Service::start(
+        &env,
+        Watchdog::ForAnotherProcess(Duration::from_millis(200)),
+    );
+    service.wait_for("READY=1", Duration::from_secs(30));
+    // Five intervals: a daemon that took the variables for itself would have pinged ten times.
+    let after = service.receive_for(Duration::from_secs(1));
+    assert_eq!(pings(&after), 0, "{after:?}");
 }
