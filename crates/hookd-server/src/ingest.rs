@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt};
 use hookd_core::{Envelope, Limits, SIGNATURE_HEADER, Verifier};
 use hookd_store::{IngestError, NewEvent, Store};
 use serde::Serialize;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 use warp::Filter;
 use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::path::FullPath;
@@ -104,6 +104,19 @@ fn error_response(status: StatusCode, error: &str, detail: Option<String>) -> Re
     json_response(status, &ErrorBody { error, detail })
 }
 
+/// The client's address in log lines; formatted only when a line is written.
+#[derive(Clone, Copy)]
+struct Peer(Option<SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
 /// The parts of a request the handler looks at.
 struct Request {
     method: Method,
@@ -132,7 +145,7 @@ impl IngestState {
             signature,
             peer,
         } = request;
-        let peer = peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+        let peer = Peer(peer);
         if path != self.limits.load().path {
             self.metrics.reject("not_found");
             debug!(%peer, %method, path, "no such path");
@@ -149,12 +162,12 @@ impl IngestState {
 
         let max = self.limits.load().max_body_bytes;
         if declared.is_some_and(|len| len > max as u64) {
-            return self.too_large(&peer, declared);
+            return self.too_large(peer, declared);
         }
 
         let bytes = match self.read_body(body, declared).await {
             Ok(bytes) => bytes,
-            Err(BodyError::TooLarge) => return self.too_large(&peer, declared),
+            Err(BodyError::TooLarge) => return self.too_large(peer, declared),
             Err(BodyError::Timeout) => {
                 self.metrics.reject("body_timeout");
                 warn!(%peer, "request rejected: body not received in time");
@@ -220,7 +233,10 @@ impl IngestState {
                 self.metrics
                     .ingest_seconds
                     .observe(started.elapsed().as_secs_f64());
-                info!(
+                // Debug, like each delivery: at info, a busy daemon would write a line per
+                // event, and journald's rate limit would then drop the warnings that matter.
+                // The metrics count them; the store keeps them.
+                debug!(
                     event_id = %envelope.id,
                     event_type = %envelope.event_type,
                     duplicate = ingested.duplicate,
@@ -234,7 +250,7 @@ impl IngestState {
                     },
                 )
             }
-            Err(e) => self.unavailable(&peer, &envelope, &e),
+            Err(e) => self.unavailable(peer, &envelope, &e),
         }
     }
 
@@ -262,9 +278,9 @@ impl IngestState {
             .unwrap_or(Err(BodyError::Timeout))
     }
 
-    fn too_large(&self, peer: &str, declared: Option<u64>) -> Response {
+    fn too_large(&self, peer: Peer, declared: Option<u64>) -> Response {
         self.metrics.reject("too_large");
-        warn!(peer, declared_size = ?declared, limit = self.limits.load().max_body_bytes, "request rejected: body too large");
+        warn!(%peer, declared_size = ?declared, limit = self.limits.load().max_body_bytes, "request rejected: body too large");
         error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload too large",
@@ -275,14 +291,14 @@ impl IngestState {
         )
     }
 
-    fn unavailable(&self, peer: &str, envelope: &Envelope, e: &IngestError) -> Response {
+    fn unavailable(&self, peer: Peer, envelope: &Envelope, e: &IngestError) -> Response {
         let reason = match e {
             IngestError::QueueFull => "queue_full",
             IngestError::Closed => "shutting_down",
             IngestError::Store(_) => "store_error",
         };
         self.metrics.reject(reason);
-        warn!(peer, event_id = %envelope.id, error = %e, "event not stored; answered 503");
+        warn!(%peer, event_id = %envelope.id, error = %e, "event not stored; answered 503");
         let mut r = error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

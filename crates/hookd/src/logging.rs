@@ -1,7 +1,16 @@
 //! Logging: human on a terminal, JSON for machines; `HOOKD_LOG` sets the filter, and a
 //! configuration reload can change `[log] filter` while the daemon runs.
+//!
+//! Lines are formatted where they are logged and written to standard error by one thread of
+//! their own (`hookd-log`), through a buffer flushed whenever that thread has caught up: a
+//! busy daemon writes many lines per system call instead of one each from its request
+//! workers, and a slow reader of its output (a pipe, journald) slows the workers down rather
+//! than losing lines. A `kill -9` can lose the lines not yet written; a clean stop writes
+//! them all (see [`LogGuard`]).
 
-use std::io::IsTerminal as _;
+use std::io::{BufWriter, IsTerminal as _};
+
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 
 use hookd_config::LogFormat;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -38,7 +47,16 @@ fn parse_config_filter(filter: &str) -> anyhow::Result<EnvFilter> {
         .map_err(|e| anyhow::anyhow!("`log.filter` = `{filter}` is not a valid filter: {e}"))
 }
 
-pub fn init(format: LogFormat, config_filter: &str) -> anyhow::Result<LogFilter> {
+/// Lines waiting for the writer thread; when full, the next line waits for room.
+const QUEUED_LINES: usize = 16 * 1024;
+/// The writer thread's buffer: lines are written in chunks of up to this size.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Keep it until the daemon is done: dropping it writes every line still queued.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard(#[allow(dead_code)] WorkerGuard);
+
+pub fn init(format: LogFormat, config_filter: &str) -> anyhow::Result<(LogFilter, LogGuard)> {
     let (filter, from_env) = match std::env::var(FILTER_ENV) {
         Ok(f) if !f.is_empty() => (
             EnvFilter::try_new(&f)
@@ -53,18 +71,23 @@ pub fn init(format: LogFormat, config_filter: &str) -> anyhow::Result<LogFilter>
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     let (filter, handle) = reload::Layer::new(filter);
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("hookd-log")
+        .finish(BufWriter::with_capacity(WRITE_BUFFER, std::io::stderr()));
     let json_layer = json.then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(writer.clone())
     });
     let human_layer = (!json).then(|| {
         tracing_subscriber::fmt::layer()
             .with_target(false)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
     });
     tracing_subscriber::registry()
         .with(filter)
@@ -72,5 +95,5 @@ pub fn init(format: LogFormat, config_filter: &str) -> anyhow::Result<LogFilter>
         .with(human_layer)
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
-    Ok(LogFilter { handle, from_env })
+    Ok((LogFilter { handle, from_env }, LogGuard(guard)))
 }

@@ -16,6 +16,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc rather than the C library's allocator: an event's buffers are allocated by the
+/// request workers and freed by the store's writer thread, and glibc's arenas serialise those
+/// cross-thread frees on a lock. Measured (BENCHMARKS.md): 12% less CPU per ingested event;
+/// mimalloc saved as much but held 50 MB more after compiling plugins.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {

@@ -41,8 +41,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Err(errors) => return report_config_errors(&errors),
     };
     let format = args.log_format.map_or(config.log.format, Into::into);
-    let log_filter = match crate::logging::init(format, &config.log.filter) {
-        Ok(handle) => handle,
+    // Declared first so it is dropped last: every line logged until the end is written.
+    let (log_filter, _log_guard) = match crate::logging::init(format, &config.log.filter) {
+        Ok(logging) => logging,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
