@@ -313,6 +313,40 @@ fn interrupted() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench all`: every figure BENCHMARKS.md records, one after another: the ingest
+/// table, then reload, restart and memory, then the per-delivery host overhead (criterion).
+/// Stops at the first that fails.
+pub fn all(args: &[String]) -> anyhow::Result<()> {
+    if let Some(arg) = args.first() {
+        bail!("`bench all` takes no arguments (got `{arg}`)");
+    }
+    run(&[])?;
+    reload(&[])?;
+    deliver()
+}
+
+/// `cargo bench -p hookd-host --bench deliver`: a fresh sandbox and one `handle` call of the
+/// no-op plugin, with the pooling and the on-demand instance allocator.
+fn deliver() -> anyhow::Result<()> {
+    let paths = Paths::new()?;
+    eprintln!("bench: cargo bench -p hookd-host --bench deliver");
+    let status = run_bounded(
+        crate::plugins::cargo().current_dir(&paths.root).args([
+            "bench",
+            "--locked",
+            "-p",
+            "hookd-host",
+            "--bench",
+            "deliver",
+        ]),
+        Duration::from_secs(1800),
+    )?;
+    if !status.success() {
+        bail!("the per-delivery benchmark failed: {status}");
+    }
+    Ok(())
+}
+
 /// `cargo xtask bench reload [ARGS]`: plugin reload latency and restart-to-ready time, from
 /// `hookd-reload-bench` (ARGS are passed to it; `--help` lists them). Writes
 /// `target/bench/reload.json`.

@@ -10,6 +10,8 @@
 //!   table and writes `target/bench/ingest.json`.
 //! - `cargo xtask bench reload`: plugin reload latency and restart-to-ready time with 20
 //!   plugins, cold and with the compiled-code cache; writes `target/bench/reload.json`.
+//! - `cargo xtask bench all`: both, then the per-delivery host overhead (criterion): every
+//!   figure in BENCHMARKS.md.
 //! - `cargo xtask reliability [--loops N]`: 200 kill -9 loops against the release build, then
 //!   the negative control (a build that acknowledges before committing must be caught).
 
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench") if args.get(1).is_some_and(|a| a == "reload") => bench::reload(&args[2..]),
+        Some("bench") if args.get(1).is_some_and(|a| a == "all") => bench::all(&args[2..]),
         Some("bench") => bench::run(&args[1..]),
         Some("dist") => dist::run(),
         Some("plugins") => plugins::build().map(drop),
@@ -31,7 +34,7 @@ fn main() -> ExitCode {
         Some("run") => plugins::run(),
         _ => {
             eprintln!(
-                "usage: cargo xtask run | plugins | dist | bench [--quick] [--connections N,N...] | bench reload | reliability [--loops N]"
+                "usage: cargo xtask run | plugins | dist | bench [--quick] [--connections N,N...] | bench reload | bench all | reliability [--loops N]"
             );
             return ExitCode::from(2);
         }

@@ -737,16 +737,36 @@ pub fn watch_sighup() -> Option<tokio::signal::unix::Signal> {
     }
 }
 
-/// Serves reload requests until `stop`: folder changes and SIGHUP (caught by `hup`, from
-/// [`watch_sighup`]), one at a time.
+/// The plugin folder's watch, started before the folder is first read: a file that lands
+/// while hookd starts (or between a read and the watch) would otherwise go unnoticed until
+/// the next change.
+pub struct Watched {
+    changed: Arc<Notify>,
+    folder: Option<FolderWatch>,
+}
+
+impl Watched {
+    /// Watches `dir`; call it before the first [`Reloader::load_plugins`].
+    pub fn start(dir: &Path) -> Self {
+        let changed = Arc::new(Notify::new());
+        let folder = watch_folder(dir, &changed);
+        Self { changed, folder }
+    }
+}
+
+/// Serves reload requests until `stop`: folder changes (seen by `watched`) and SIGHUP (caught
+/// by `hup`, from [`watch_sighup`]), one at a time.
 pub async fn run(
     mut reloader: Reloader,
+    watched: Watched,
     mut hup: Option<tokio::signal::unix::Signal>,
     mut stop: watch::Receiver<bool>,
     mut on_config_reload: impl FnMut(ReloadPhase),
 ) {
-    let changed = Arc::new(Notify::new());
-    let mut folder = watch_folder(&reloader.config.plugins.dir, &changed);
+    let Watched {
+        changed,
+        mut folder,
+    } = watched;
     loop {
         tokio::select! {
             () = changed.notified() => reloader.load_plugins().await,
@@ -756,6 +776,9 @@ pub async fn run(
                 let dir = &reloader.config.plugins.dir;
                 if folder.as_ref().is_none_or(|f| f.dir() != dir) {
                     folder = watch_folder(dir, &changed);
+                    // The reload read the folder before this watch began: read it once more,
+                    // so nothing that landed in between is missed.
+                    changed.notify_one();
                 }
                 on_config_reload(ReloadPhase::Finished { applied });
             }

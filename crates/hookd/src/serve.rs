@@ -136,6 +136,8 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
         log_filter,
         metrics: reload_metrics,
     };
+    // Watch first, then read: a plugin landing while hookd starts is not missed.
+    let watched = crate::reload::Watched::start(&config.plugins.dir);
     reloader.load_plugins().await;
     if let Some(cache) = &cache {
         let in_use = plugin_registry
@@ -211,6 +213,7 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
     let dispatch_task = tokio::spawn(dispatcher.run(stop_rx.clone(), SHUTDOWN_GRACE));
     let reload_task = tokio::spawn(crate::reload::run(
         reloader,
+        watched,
         hup,
         stop_rx.clone(),
         |phase| match phase {

@@ -678,3 +678,38 @@ fn fixing_a_refused_manifest_clears_the_plugins_last_error() {
     });
     daemon.stop();
 }
+
+/// A plugin file that lands while hookd starts, right after it read the folder, is served:
+/// the folder is watched before it is first read. (The watch used to begin after `READY`, and
+/// a file landing in between was not noticed until the next change; `cargo xtask bench
+/// reload` hit it about one run in three.)
+#[test]
+fn a_plugin_landing_while_hookd_starts_is_not_missed() {
+    let env = Env::new("");
+    let b = std::fs::read(wasm::FIXTURE_VERSION_B).unwrap();
+    for round in 0..4 {
+        install_plugin(&env, "versioned", wasm::FIXTURE_VERSION_A, VERSIONED_TOML);
+        let target = env.dir.path().join("plugins/versioned.wasm");
+        let staged = env.dir.path().join("plugins/versioned.wasm.part");
+        std::fs::write(&staged, &b).unwrap();
+        // Renamed into place from the log reader, the moment the first registry is in place:
+        // after the initial read, before the listeners and READY.
+        let landed = Arc::new(AtomicBool::new(false));
+        let daemon = {
+            let (landed, staged, target) = (landed.clone(), staged.clone(), target.clone());
+            Daemon::start_watching(&env.config, move |line| {
+                if line.contains("plugin registry swapped") && !landed.swap(true, Ordering::SeqCst)
+                {
+                    std::fs::rename(&staged, &target).unwrap();
+                }
+            })
+        };
+        assert!(landed.load(Ordering::SeqCst), "round {round}: not landed");
+        wait_until(
+            &format!("round {round}: version b served"),
+            Duration::from_secs(10),
+            || serving_hash(&daemon, "versioned").as_deref() == Some(hash(&b).as_str()),
+        );
+        daemon.stop();
+    }
+}

@@ -96,6 +96,12 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
+        Self::start_watching(config, |_| {})
+    }
+
+    /// [`Daemon::start`], calling `on_line` with each log line as soon as it is read (from
+    /// the thread reading them), to act at a precise moment of the start.
+    pub fn start_watching(config: &Path, on_line: impl Fn(&str) + Send + 'static) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookd"))
             .args(["serve", "--log-format", "json", "--config"])
             .arg(config)
@@ -112,6 +118,7 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                on_line(&line);
                 let _ = tx.send(line.clone());
                 sink.lock().unwrap().push(line);
             }
