@@ -21,14 +21,17 @@
 
 mod cache;
 mod http_policy;
+mod outgoing;
 mod output;
 mod plugin;
 mod state;
 
-pub use cache::CodeCache;
+pub use cache::{CacheError, CodeCache};
+pub use outgoing::OutgoingStats;
 pub use plugin::{
-    Delivery, DeliveryEvent, FailureKind, HostSettings, LoadError, LoadStats, LoadedPlugin,
-    LogLine, Outcome, PluginHost, content_hash,
+    Delivery, DeliveryEvent, FailureKind, HOST_BYTES_PER_INSTANCE, HostSettings, LoadError,
+    LoadStats, LoadedPlugin, LogLine, MAX_FIELDS_BYTES, MAX_HOST_RESOURCES, MAX_REASON_BYTES,
+    Outcome, PluginHost, content_hash, escape_controls, plugin_text,
 };
 pub use state::{KvError, KvStore, NoKv};
 

@@ -8,7 +8,10 @@ use hookd_config::PluginSpec;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi_http::WasiHttpCtx;
 
@@ -27,6 +30,29 @@ const KEEP_RESIDENT_BYTES: usize = 4 << 20;
 const DECOMMIT_BATCH: usize = 32;
 /// Most bytes of stdout plus stderr kept per delivery.
 const MAX_CAPTURED_OUTPUT: usize = 64 * 1024;
+/// Most entries in a delivery's resource table (wasi:http fields, requests, bodies, streams,
+/// pollables): wasmtime's default is a million. A plugin that keeps creating resources gets
+/// an error from the call, and its delivery fails.
+pub const MAX_HOST_RESOURCES: usize = 1024;
+/// Most bytes one wasi:http `fields` resource may hold (wasmtime's default: 128 KiB). With
+/// [`MAX_HOST_RESOURCES`], this bounds the header data a delivery can make the host hold.
+pub const MAX_FIELDS_BYTES: usize = 16 * 1024;
+/// Longest `retry` / `give-up` reason kept; the rest is cut.
+pub const MAX_REASON_BYTES: usize = 2 * 1024;
+/// What one running instance may make the host hold beyond its linear memories, at most:
+/// header fields (resources x bytes per fields), captured output and log text, the outgoing
+/// request and response buffers. Counted per instance by the memory budget (`hookd check`).
+pub const HOST_BYTES_PER_INSTANCE: u64 = (MAX_HOST_RESOURCES * MAX_FIELDS_BYTES
+    + MAX_CAPTURED_OUTPUT
+    + 2 * 256 * 1024
+    + 4 * 1024 * 1024) as u64;
+/// Core instances, memories and tables one plugin (a component) may create. Rust components
+/// use a handful; components built from Python or JavaScript runtimes a few dozen instances.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 8;
+const MAX_TABLES_PER_COMPONENT: u32 = 64;
+/// Elements in one table (function tables of interpreters compiled to WebAssembly are large).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Engine-wide settings.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +98,8 @@ pub struct LoadedPlugin {
     component: Component,
     pre: PluginPre<HostState>,
     permits: Arc<Semaphore>,
+    /// The plugin's outgoing HTTP connections, kept alive across its deliveries.
+    pub(crate) outgoing: crate::outgoing::OutgoingPool,
 }
 
 impl LoadedPlugin {
@@ -107,6 +135,9 @@ pub enum FailureKind {
     MemoryLimit,
     /// hookd itself could not run the plugin (instantiation, pool exhausted...).
     Host,
+    /// The daemon died (killed, crashed, out of memory) while the attempt ran; found at the
+    /// next start.
+    Interrupted,
 }
 
 impl FailureKind {
@@ -116,6 +147,7 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::MemoryLimit => "memory_limit",
             FailureKind::Host => "host_error",
+            FailureKind::Interrupted => "interrupted",
         }
     }
 }
@@ -183,10 +215,20 @@ impl PluginHost {
             let n = settings.max_instances.max(1);
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(n)
-                .total_core_instances(n * 4)
+                .total_core_instances(n * 8)
                 .total_memories(n * 2)
-                .total_tables(n * 2)
+                .total_tables(n * 4)
                 .total_stacks(n)
+                // Per plugin: explicit maxima instead of wasmtime's unbounded defaults, so one
+                // component cannot take every slot of the pool.
+                .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+                .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+                .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+                .max_memories_per_module(1)
+                .max_tables_per_module(4)
+                .table_elements(MAX_TABLE_ELEMENTS)
+                .max_component_instance_size(1 << 20)
+                .max_core_instance_size(1 << 20)
                 .max_memory_size(usize::try_from(settings.max_memory_bytes).unwrap_or(usize::MAX))
                 // Reset a finished instance's memory by rewriting the pages it dirtied (found
                 // with PAGEMAP_SCAN where the kernel has it) instead of madvise: every madvise
@@ -323,6 +365,7 @@ impl PluginHost {
         let instance_pre = self.linker.instantiate_pre(&component).map_err(link)?;
         let pre = PluginPre::new(instance_pre).map_err(link)?;
         let concurrency = spec.limits.concurrency;
+        let name = spec.name.clone();
         Ok(LoadedPlugin {
             spec: Arc::new(spec),
             content_hash,
@@ -334,6 +377,7 @@ impl PluginHost {
             component,
             pre,
             permits: Arc::new(Semaphore::new(concurrency)),
+            outgoing: crate::outgoing::OutgoingPool::new(&name),
         })
     }
 
@@ -354,21 +398,22 @@ impl PluginHost {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HOST_RESOURCES);
         let state = HostState {
             wasi,
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            policy: HttpPolicy {
-                plugin: spec.name.as_str().into(),
-                allow: spec.capabilities.http.clone().into(),
-                timeout: spec.capabilities.http_timeout,
-                max_response_bytes: spec.capabilities.http_max_response_bytes,
-            },
-            limiter: MemoryLimiter {
-                max_memory_bytes: usize::try_from(spec.limits.memory_bytes).unwrap_or(usize::MAX),
-                max_table_elements: 100_000,
-                hit: false,
-            },
+            http,
+            table,
+            policy: HttpPolicy::new(&spec, &plugin.outgoing),
+            limiter: MemoryLimiter::new(
+                usize::try_from(spec.limits.memory_bytes).unwrap_or(usize::MAX),
+                MAX_TABLE_ELEMENTS * 4,
+                MAX_CORE_INSTANCES_PER_COMPONENT as usize,
+                MAX_MEMORIES_PER_COMPONENT as usize,
+                MAX_TABLES_PER_COMPONENT as usize,
+            ),
             spec: spec.clone(),
             kv: self.kv.clone(),
             event_id: event.id.clone(),
@@ -376,13 +421,21 @@ impl PluginHost {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = spec
-            .limits
-            .timeout
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis()) as u64
-            + 1;
-        store.set_epoch_deadline(ticks);
+        // Every epoch tick, a running plugin gives its thread back to the runtime (so other
+        // deliveries, the dispatcher and host calls get their turn) and is stopped once its
+        // deadline has passed.
+        let deadline = Instant::now() + spec.limits.timeout;
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+        store.set_epoch_deadline(1);
 
         let input = types::Event {
             id: event.id.clone(),
@@ -405,8 +458,8 @@ impl PluginHost {
                 format!("no answer within {} ms", spec.limits.timeout.as_millis()),
             ),
             Ok(Ok(Ok(()))) => Outcome::Ok,
-            Ok(Ok(Err(types::HandleError::Retry(m)))) => Outcome::Retry(m),
-            Ok(Ok(Err(types::HandleError::GiveUp(m)))) => Outcome::GiveUp(m),
+            Ok(Ok(Err(types::HandleError::Retry(m)))) => Outcome::Retry(plugin_text(&m)),
+            Ok(Ok(Err(types::HandleError::GiveUp(m)))) => Outcome::GiveUp(plugin_text(&m)),
             Ok(Err(e)) => classify(&e, store.data().limiter.hit, &spec),
         };
 
@@ -454,6 +507,25 @@ fn classify(e: &wasmtime::Error, memory_limit_hit: bool, spec: &PluginSpec) -> O
             ),
         );
     }
+    if e.downcast_ref::<wasmtime::component::ResourceTableError>()
+        .is_some_and(|t| matches!(t, wasmtime::component::ResourceTableError::Full))
+        || format!("{e:#}").contains("resource table has no free keys")
+    {
+        return Outcome::Failed(
+            FailureKind::MemoryLimit,
+            format!("too many host resources held at once (at most {MAX_HOST_RESOURCES})"),
+        );
+    }
+    if let Some(
+        fields @ (wasmtime_wasi_http::FieldMapError::TotalSizeTooBig
+        | wasmtime_wasi_http::FieldMapError::TooManyFields),
+    ) = e.downcast_ref::<wasmtime_wasi_http::FieldMapError>()
+    {
+        return Outcome::Failed(
+            FailureKind::MemoryLimit,
+            format!("wasi:http fields over the host's cap of {MAX_FIELDS_BYTES} bytes: {fields}"),
+        );
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Outcome::Failed(
             FailureKind::Timeout,
@@ -473,6 +545,31 @@ fn classify(e: &wasmtime::Error, memory_limit_hit: bool, spec: &PluginSpec) -> O
             Outcome::Failed(kind, first_line(&text))
         }
     }
+}
+
+/// A string a plugin chose (a retry or give-up reason), made safe to store and print: cut to
+/// [`MAX_REASON_BYTES`] and with control characters (terminal escape sequences among them)
+/// written as escapes.
+pub fn plugin_text(text: &str) -> String {
+    escape_controls(text, MAX_REASON_BYTES)
+}
+
+/// `text` with control characters written as escapes (`\u{1b}`), cut after about
+/// `max_bytes`: safe to print on a terminal whatever a plugin put in it.
+pub fn escape_controls(text: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_bytes));
+    for c in text.chars() {
+        if out.len() >= max_bytes {
+            out.push_str(" [cut]");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn first_line(text: &str) -> String {

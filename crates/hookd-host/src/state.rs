@@ -72,38 +72,92 @@ impl KvStore for NoKv {
     }
 }
 
-/// Caps how much a plugin can allocate; remembers whether it tried to exceed the cap, so the
-/// failure can be reported as a memory-limit hit rather than a generic trap.
+/// Caps what a plugin's instances may allocate, all together: the sum of its linear memories
+/// (not each alone), the sum of its tables' elements, and how many instances, memories and
+/// tables it may create. Remembers whether it refused memory, so the failure is reported as a
+/// memory-limit hit rather than a generic trap.
 pub(crate) struct MemoryLimiter {
-    pub max_memory_bytes: usize,
-    pub max_table_elements: usize,
+    max_memory_bytes: usize,
+    max_table_elements: usize,
+    max_instances: usize,
+    max_memories: usize,
+    max_tables: usize,
+    memory_bytes: usize,
+    table_elements: usize,
     pub hit: bool,
+}
+
+impl MemoryLimiter {
+    pub fn new(
+        max_memory_bytes: usize,
+        max_table_elements: usize,
+        max_instances: usize,
+        max_memories: usize,
+        max_tables: usize,
+    ) -> Self {
+        Self {
+            max_memory_bytes,
+            max_table_elements,
+            max_instances,
+            max_memories,
+            max_tables,
+            memory_bytes: 0,
+            table_elements: 0,
+            hit: false,
+        }
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory_bytes {
+        // A new memory grows from 0 to its initial size; memories never shrink.
+        let total = self
+            .memory_bytes
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.max_memory_bytes {
             self.hit = true;
             return Err(wasmtime::format_err!(
-                "memory limit of {} MiB exceeded",
+                "memory limit of {} MiB exceeded (all of the plugin's memories together)",
                 self.max_memory_bytes >> 20
             ));
         }
+        self.memory_bytes = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= self.max_table_elements)
+        let total = self
+            .table_elements
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.max_table_elements {
+            return Ok(false);
+        }
+        self.table_elements = total;
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.max_instances
+    }
+
+    fn memories(&self) -> usize {
+        self.max_memories
+    }
+
+    fn tables(&self) -> usize {
+        self.max_tables
     }
 }
 
@@ -152,15 +206,11 @@ impl HostState {
             self.logs.dropped += 1;
             return;
         }
-        let mut text = message;
-        if text.len() > MAX_LOG_MESSAGE_BYTES {
-            let mut cut = MAX_LOG_MESSAGE_BYTES;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text = &text[..cut];
-        }
-        self.logs.bytes += text.len();
+        // Escaped: the lines reach terminals (`hookd run-plugin`, a human-format log).
+        let escaped = crate::plugin::escape_controls(message, MAX_LOG_MESSAGE_BYTES);
+        let text = escaped.as_str();
+        // Each line costs its text plus its bookkeeping, so a flood of empty lines is capped too.
+        self.logs.bytes += text.len() + std::mem::size_of::<LogLine>();
         let plugin = self.spec.name.as_str();
         let event_id = self.event_id.as_str();
         match level {

@@ -18,6 +18,32 @@ pub struct DueDelivery {
     pub received_at_ms: i64,
     /// When the delivery row last changed (created, attempted, replayed).
     pub updated_at_ms: i64,
+    /// Attempts begun: one more than `attempts` while an attempt runs, or after the daemon
+    /// died during one.
+    pub started: u32,
+    /// The daemon run (see [`Claim::by`]) that began the last attempt, if any.
+    pub claimed_by: Option<i64>,
+}
+
+impl DueDelivery {
+    /// Whether an attempt was begun by another daemon run and never recorded: that run died
+    /// (killed, crashed, out of memory) while the plugin ran.
+    pub fn interrupted(&self, this_run: i64) -> bool {
+        self.started > self.attempts && self.claimed_by != Some(this_run)
+    }
+}
+
+/// An attempt about to begin, committed before the plugin runs, so that a daemon that dies
+/// during it still counts it (a plugin that kills the process cannot retry forever).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub event_seq: i64,
+    pub plugin: String,
+    /// Attempts begun after this one: `attempts + 1` to begin one, `attempts` to take a claim
+    /// back (a graceful stop that interrupted the attempt itself).
+    pub started: u32,
+    /// A number that identifies the daemon run, chosen at random when it starts.
+    pub by: i64,
 }
 
 /// The result of one attempt, to be recorded.
@@ -64,12 +90,14 @@ pub enum ReplaySelector {
     Event(String),
 }
 
-/// Due pending deliveries for the named plugins, oldest first.
+/// Due pending deliveries for the named plugins, oldest first: at most `limit` of them, and no
+/// more once their payloads add up to `max_bytes` (at least one is always returned).
 pub(crate) fn due(
     conn: &Connection,
     now_ms: i64,
     plugins: &[&str],
     limit: usize,
+    max_bytes: usize,
 ) -> Result<Vec<DueDelivery>, StoreError> {
     if plugins.is_empty() {
         return Ok(Vec::new());
@@ -82,7 +110,7 @@ pub(crate) fn due(
         .join(",");
     let sql = format!(
         "SELECT d.event_seq, d.plugin, d.attempts, e.id, e.type, e.payload, e.received_at_ms,
-                d.updated_at_ms
+                d.updated_at_ms, d.started, d.claimed_by
          FROM deliveries d JOIN events e ON e.seq = d.event_seq
          WHERE d.state = 'pending' AND d.next_attempt_at_ms <= ?1 AND d.plugin IN ({marks})
          ORDER BY d.next_attempt_at_ms, d.event_seq
@@ -108,9 +136,21 @@ pub(crate) fn due(
             payload: r.get(5)?,
             received_at_ms: r.get(6)?,
             updated_at_ms: r.get(7)?,
+            started: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
+            claimed_by: r.get(9)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut due = Vec::new();
+    let mut bytes = 0usize;
+    for row in rows {
+        let row = row?;
+        bytes = bytes.saturating_add(row.payload.len());
+        due.push(row);
+        if bytes >= max_bytes {
+            break;
+        }
+    }
+    Ok(due)
 }
 
 /// The earliest `next_attempt_at_ms` among pending deliveries of the named plugins.
@@ -129,16 +169,16 @@ pub(crate) fn next_due_at(conn: &Connection, plugins: &[&str]) -> Result<Option<
 
 pub(crate) fn record(tx: &Transaction<'_>, records: &[AttemptRecord]) -> Result<(), StoreError> {
     let mut done = tx.prepare_cached(
-        "UPDATE deliveries SET state = 'done', attempts = attempts + 1, last_error = NULL,
-         updated_at_ms = ?3 WHERE event_seq = ?1 AND plugin = ?2 AND state = 'pending'",
+        "UPDATE deliveries SET state = 'done', attempts = attempts + 1, started = attempts + 1,
+         last_error = NULL, updated_at_ms = ?3 WHERE event_seq = ?1 AND plugin = ?2 AND state = 'pending'",
     )?;
     let mut retry = tx.prepare_cached(
-        "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at_ms = ?3, last_error = ?4,
-         updated_at_ms = ?5 WHERE event_seq = ?1 AND plugin = ?2 AND state = 'pending'",
+        "UPDATE deliveries SET attempts = attempts + 1, started = attempts + 1,
+         next_attempt_at_ms = ?3, last_error = ?4, updated_at_ms = ?5 WHERE event_seq = ?1 AND plugin = ?2 AND state = 'pending'",
     )?;
     let mut dead = tx.prepare_cached(
-        "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_error = ?3,
-         updated_at_ms = ?4 WHERE event_seq = ?1 AND plugin = ?2 AND state = 'pending'",
+        "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, started = attempts + 1,
+         last_error = ?3, updated_at_ms = ?4 WHERE event_seq = ?1 AND plugin = ?2 AND state = 'pending'",
     )?;
     for r in records {
         match &r.result {
@@ -161,6 +201,19 @@ pub(crate) fn record(tx: &Transaction<'_>, records: &[AttemptRecord]) -> Result<
                 dead.execute(params![r.event_seq, r.plugin, error, r.at_ms])?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Writes claims. `updated_at_ms` is left alone: it tells the dispatcher which copies of a row
+/// were read before an attempt was recorded.
+pub(crate) fn claim(tx: &Transaction<'_>, claims: &[Claim]) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE deliveries SET started = ?3, claimed_by = ?4
+         WHERE event_seq = ?1 AND plugin = ?2 AND state = 'pending'",
+    )?;
+    for c in claims {
+        stmt.execute(params![c.event_seq, c.plugin, c.started, c.by])?;
     }
     Ok(())
 }
@@ -194,8 +247,8 @@ pub(crate) fn replay(
     plugin: Option<&str>,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
-    let base = "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at_ms = ?1,
-                updated_at_ms = ?1 WHERE state = 'dead' AND (?2 IS NULL OR plugin = ?2)";
+    let base = "UPDATE deliveries SET state = 'pending', attempts = 0, started = 0, claimed_by = NULL,
+                next_attempt_at_ms = ?1, updated_at_ms = ?1 WHERE state = 'dead' AND (?2 IS NULL OR plugin = ?2)";
     Ok(match selector {
         ReplaySelector::All => tx.execute(base, params![now_ms, plugin])?,
         ReplaySelector::Event(id) => tx.execute(

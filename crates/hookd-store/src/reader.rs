@@ -112,7 +112,19 @@ impl StoreReader {
         plugins: &[&str],
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        deliveries::due(&self.conn, now_ms, plugins, limit)
+        deliveries::due(&self.conn, now_ms, plugins, limit, usize::MAX)
+    }
+
+    /// Like [`StoreReader::due_deliveries`], stopping once the payloads read add up to
+    /// `max_bytes` (at least one delivery is returned when any is due).
+    pub fn due_deliveries_within(
+        &self,
+        now_ms: i64,
+        plugins: &[&str],
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        deliveries::due(&self.conn, now_ms, plugins, limit, max_bytes)
     }
 
     /// When the next pending delivery of the named plugins comes due.

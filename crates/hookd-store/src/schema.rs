@@ -8,7 +8,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use crate::{DB_FILE, StoreError};
 
 /// The schema version this code writes.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another connection's lock before failing.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,6 +43,16 @@ CREATE TABLE kv (
     value  BLOB NOT NULL,
     PRIMARY KEY (plugin, key)
 ) WITHOUT ROWID;
+";
+
+/// Version 2: a delivery's claim. `started` is the number of attempts begun (the attempt being
+/// run is `attempts + 1`), written and committed before a plugin runs; `claimed_by` is the
+/// daemon run that began it. A row whose `started` is ahead of `attempts` and whose claim is
+/// another run's was cut short by the daemon dying: it counts as an attempt.
+const SCHEMA_V2: &str = "
+ALTER TABLE deliveries ADD COLUMN started INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deliveries ADD COLUMN claimed_by INTEGER;
+UPDATE deliveries SET started = attempts;
 ";
 
 pub(crate) fn db_path(dir: &Path) -> PathBuf {
@@ -159,6 +169,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     }
     if version < 1 {
         tx.execute_batch(SCHEMA_V1)?;
+    }
+    if version < 2 {
+        tx.execute_batch(SCHEMA_V2)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

@@ -10,7 +10,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use crate::deliveries::{self, AttemptRecord, KvOp, KvWriteResult};
+use crate::deliveries::{self, AttemptRecord, Claim, KvOp, KvWriteResult};
 use crate::metrics::StoreMetrics;
 use crate::{IngestError, Ingested, NewEvent, StoreConfig, StoreError};
 
@@ -36,6 +36,10 @@ pub(crate) enum Command {
         op: KvOp,
         reply: oneshot::Sender<Result<KvWriteResult, IngestError>>,
     },
+    Claim {
+        claims: Vec<Claim>,
+        reply: oneshot::Sender<Result<(), IngestError>>,
+    },
     Prune {
         now_ms: i64,
         reply: oneshot::Sender<Result<usize, StoreError>>,
@@ -54,6 +58,8 @@ pub(crate) struct WriterShared {
     pub commits: Arc<AtomicU64>,
     /// Ingest requests in the queue; the handle refuses new ones beyond the capacity.
     pub queued: Arc<AtomicUsize>,
+    /// Their bytes, released only once their commit is over (the writer holds them until then).
+    pub queued_bytes: Arc<AtomicUsize>,
 }
 
 pub(crate) struct Writer {
@@ -72,6 +78,7 @@ enum Pending {
     Ingest(NewEvent, oneshot::Sender<Result<Ingested, IngestError>>),
     Record(Vec<AttemptRecord>, oneshot::Sender<Result<(), IngestError>>),
     Kv(KvOp, oneshot::Sender<Result<KvWriteResult, IngestError>>),
+    Claim(Vec<Claim>, oneshot::Sender<Result<(), IngestError>>),
 }
 
 /// What a write produced, answered once the commit returned.
@@ -79,6 +86,7 @@ enum Done {
     Ingested(Ingested),
     Recorded,
     Kv(KvWriteResult),
+    Claimed,
 }
 
 /// What one pruning round did.
@@ -114,6 +122,7 @@ impl Writer {
         // The first round runs at once: a daemon restarted after a long stop has work waiting.
         let mut next_prune = Instant::now();
         let mut closing = false;
+        let mut batch_bytes = 0;
         while !closing {
             if Instant::now() >= next_prune {
                 next_prune = Instant::now() + self.periodic_prune();
@@ -132,12 +141,14 @@ impl Writer {
                     Command::Ingest { event, reply } => {
                         self.shared.queued.fetch_sub(1, Ordering::AcqRel);
                         self.shared.metrics.queue_depth.dec();
+                        batch_bytes += event.queued_bytes();
                         batch.push(Pending::Ingest(event, reply));
                     }
                     Command::Record { records, reply } => {
                         batch.push(Pending::Record(records, reply))
                     }
                     Command::Kv { op, reply } => batch.push(Pending::Kv(op, reply)),
+                    Command::Claim { claims, reply } => batch.push(Pending::Claim(claims, reply)),
                     Command::Prune { now_ms, reply } => {
                         let _ = reply.send(self.prune_all(now_ms));
                     }
@@ -155,6 +166,7 @@ impl Writer {
             } else {
                 true
             };
+            self.release_bytes(std::mem::take(&mut batch_bytes));
             if committed {
                 for ping in pings.drain(..) {
                     let _ = ping.send(());
@@ -209,6 +221,7 @@ impl Writer {
                         (Pending::Ingest(_, reply), Done::Ingested(i)) => drop(reply.send(Ok(i))),
                         (Pending::Record(_, reply), Done::Recorded) => drop(reply.send(Ok(()))),
                         (Pending::Kv(_, reply), Done::Kv(r)) => drop(reply.send(Ok(r))),
+                        (Pending::Claim(_, reply), Done::Claimed) => drop(reply.send(Ok(()))),
                         // write_batch answers each pending write with its own kind.
                         _ => {}
                     }
@@ -227,6 +240,7 @@ impl Writer {
                         Pending::Ingest(_, reply) => drop(reply.send(Err(err))),
                         Pending::Record(_, reply) => drop(reply.send(Err(err))),
                         Pending::Kv(_, reply) => drop(reply.send(Err(err))),
+                        Pending::Claim(_, reply) => drop(reply.send(Err(err))),
                     }
                 }
                 false
@@ -286,17 +300,27 @@ impl Writer {
         }
     }
 
+    /// Gives back the queue bytes of ingest requests the writer is done with.
+    fn release_bytes(&self, bytes: usize) {
+        if bytes > 0 {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.shared.metrics.queue_bytes.dec_by(bytes as i64);
+        }
+    }
+
     /// Answers whatever raced in behind the close: nothing of it is stored.
     fn refuse_stragglers(&mut self) {
         while let Ok(command) = self.rx.try_recv() {
             match command {
-                Command::Ingest { reply, .. } => {
+                Command::Ingest { event, reply } => {
                     self.shared.queued.fetch_sub(1, Ordering::AcqRel);
                     self.shared.metrics.queue_depth.dec();
+                    self.release_bytes(event.queued_bytes());
                     drop(reply.send(Err(IngestError::Closed)));
                 }
                 Command::Record { reply, .. } => drop(reply.send(Err(IngestError::Closed))),
                 Command::Kv { reply, .. } => drop(reply.send(Err(IngestError::Closed))),
+                Command::Claim { reply, .. } => drop(reply.send(Err(IngestError::Closed))),
                 Command::Ping(_) => {}
                 // Dropping the reply tells the caller the store is closed.
                 Command::Prune { .. } | Command::Close => {}
@@ -369,6 +393,10 @@ fn write_batch(conn: &mut Connection, batch: &[Pending]) -> Result<Vec<Done>, St
                     Done::Recorded
                 }
                 Pending::Kv(op, _) => Done::Kv(deliveries::kv_write(&tx, op)?),
+                Pending::Claim(claims, _) => {
+                    deliveries::claim(&tx, claims)?;
+                    Done::Claimed
+                }
             };
             outcomes.push(done);
         }

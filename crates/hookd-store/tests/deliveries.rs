@@ -330,3 +330,71 @@ async fn key_value_writes_are_per_plugin_and_within_quota() {
     );
     assert_eq!(reader.kv_get("a", "k2").unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_claimed_attempt_left_unrecorded_reads_as_interrupted_for_another_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let seq = seq_of(&store, "e", &["p"], T0).await;
+    let reader = store.reader().unwrap();
+    let row = || reader.due_deliveries(T0, &["p"], 10).unwrap().remove(0);
+    assert_eq!((row().started, row().claimed_by), (0, None));
+    assert!(!row().interrupted(7));
+
+    // Run 7 claims attempt 1, then dies before recording it.
+    let claim = |started, by| hookd_store::Claim {
+        event_seq: seq,
+        plugin: "p".into(),
+        started,
+        by,
+    };
+    store.claim(vec![claim(1, 7)]).await.unwrap();
+    assert_eq!((row().started, row().attempts), (1, 0));
+    assert!(
+        !row().interrupted(7),
+        "run 7's own claim is its running attempt"
+    );
+    assert!(
+        row().interrupted(8),
+        "to the next run, attempt 1 was cut short"
+    );
+
+    // The next run records it; the claim and the count agree again.
+    let retry = AttemptResult::Retry {
+        next_attempt_at_ms: T0,
+        error: "interrupted".into(),
+    };
+    store
+        .record_attempts(vec![record(seq, "p", retry, T0)])
+        .await
+        .unwrap();
+    assert_eq!((row().started, row().attempts), (1, 1));
+    assert!(!row().interrupted(8));
+
+    // A claim taken back (a graceful stop) is not an interruption either.
+    store.claim(vec![claim(2, 8)]).await.unwrap();
+    store.claim(vec![claim(1, 8)]).await.unwrap();
+    assert!(!row().interrupted(9));
+}
+
+#[tokio::test]
+async fn polls_stop_at_a_byte_budget_but_always_return_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..10 {
+        seq_of(&store, &format!("e{i}"), &["p"], T0 + i).await;
+    }
+    let reader = store.reader().unwrap();
+    let payload = reader.due_deliveries(T0 + 10, &["p"], 10).unwrap()[0]
+        .payload
+        .len();
+    let within = |bytes| {
+        reader
+            .due_deliveries_within(T0 + 10, &["p"], 10, bytes)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(within(usize::MAX), 10);
+    assert_eq!(within(payload * 3), 3);
+    assert_eq!(within(1), 1);
+}

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{config, event, event_at, open, payload};
 use hookd_store::{
-    AttemptRecord, AttemptResult, IngestError, Store, StoreConfig, StoreError, StoreReader,
+    AttemptRecord, AttemptResult, IngestError, NewEvent, Store, StoreConfig, StoreError,
+    StoreReader,
 };
 use prometheus_client::registry::Registry;
 
@@ -211,6 +212,60 @@ async fn a_full_queue_is_refused_at_once() {
     assert!(reader.event("q3").unwrap().is_none());
     // Room again once the queue drained.
     assert!(store.ingest(event("q4", &[])).await.is_ok());
+}
+
+/// The queue is bounded in bytes as well as in number: a few large events fill it long
+/// before `queue_capacity` is reached, refused at once like a full count; the bytes come back
+/// once their commit is over.
+#[tokio::test]
+async fn a_queue_full_in_bytes_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = |id: &str| NewEvent {
+        payload: format!(r#"{{"blob":"{}"}}"#, "x".repeat(100_000)),
+        ..event(id, &[])
+    };
+    let size = big("b0").queued_bytes();
+    let store = open(StoreConfig {
+        queue_capacity: 4096,
+        queue_max_bytes: 3 * size,
+        max_batch: 1,
+        ..config(dir.path())
+    });
+    let lock = lock_database(dir.path());
+    // The first is taken into a commit that waits on the lock: its bytes are still held.
+    let first = store.submit(big("b0")).unwrap();
+    until_taken(&store).await;
+    assert_eq!(store.queue_bytes(), size);
+    let queued: Vec<_> = (1..=2)
+        .map(|i| store.submit(big(&format!("b{i}"))).unwrap())
+        .collect();
+    assert_eq!(store.queue_bytes(), 3 * size);
+    let started = Instant::now();
+    let refused = store.submit(big("b3"));
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert!(
+        matches!(refused, Err(IngestError::QueueFull)),
+        "a queue full in bytes took one more event"
+    );
+    assert_eq!(store.queue_len(), 2, "far below the count bound");
+    // A small event does not fit either while the bytes are held.
+    assert!(matches!(
+        store.submit(event("small", &[])),
+        Err(IngestError::QueueFull)
+    ));
+    drop(lock.execute_batch("ROLLBACK"));
+    drop(lock);
+    let _ = first.await;
+    for q in queued {
+        let _ = q.await;
+    }
+    // Given back by the writer just after it answered.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.queue_bytes() > 0 {
+        assert!(Instant::now() < deadline, "bytes never given back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(store.ingest(big("b4")).await.is_ok());
 }
 
 #[tokio::test]
@@ -602,4 +657,42 @@ async fn metrics_count_commits_and_events_per_commit() {
         metric(&registry, "hookd_store_commit_errors_total"),
         Some(0.0)
     );
+}
+
+/// A store written by the version-1 schema opens under version 2: deliveries gain their claim
+/// columns, with every existing row unclaimed.
+#[test]
+fn a_version_1_store_is_migrated_with_unclaimed_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("hookd.db")).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+                 type TEXT NOT NULL, payload TEXT NOT NULL, received_at_ms INTEGER NOT NULL);
+             CREATE TABLE deliveries (event_seq INTEGER NOT NULL REFERENCES events(seq),
+                 plugin TEXT NOT NULL,
+                 state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'dead')),
+                 attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at_ms INTEGER NOT NULL,
+                 last_error TEXT, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL,
+                 PRIMARY KEY (event_seq, plugin)) WITHOUT ROWID;
+             CREATE TABLE kv (plugin TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+                 PRIMARY KEY (plugin, key)) WITHOUT ROWID;
+             INSERT INTO events VALUES (1, 'old', 't', '{}', 5);
+             INSERT INTO deliveries VALUES (1, 'p', 'pending', 2, 5, 'boom', 5, 5);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = common::open(common::config(dir.path()));
+    let due = store
+        .reader()
+        .unwrap()
+        .due_deliveries(i64::MAX, &["p"], 10)
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].attempts, due[0].started, due[0].claimed_by),
+        (2, 2, None)
+    );
+    assert!(!due[0].interrupted(1));
 }

@@ -2,22 +2,29 @@
 //! each outcome (done, retry with backoff, dead letter).
 //!
 //! At least once: a delivery stays `pending` in the store until its outcome is committed, so a
-//! crash at any moment leaves it to be run again at the next start. An attempt cut short by a
-//! crash is not counted.
+//! crash at any moment leaves it to be run again at the next start.
+//!
+//! An attempt cut short by the daemon dying counts: before a plugin runs, its delivery is
+//! claimed (`started = attempts + 1`, with this run's id) and the claim committed. A due row
+//! whose claim is ahead of its attempts and belongs to another run was interrupted: it is
+//! recorded as a failed attempt (`interrupted`), with backoff, and becomes a dead letter after
+//! `max_attempts`, so a plugin that brings the daemon down cannot loop forever. A graceful stop
+//! that has to leave an attempt unfinished takes its claim back.
 //!
 //! Ordering: deliveries are started oldest-due first, but run concurrently (up to each
 //! plugin's `concurrency`), so a plugin may see events out of order, and a retried event after
 //! newer ones. Events are never ordered across plugins.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookd_config::RetryPolicy;
 use hookd_core::EventType;
+use hookd_host::FailureKind;
 use hookd_host::{DeliveryEvent, LoadedPlugin, Outcome, PluginHost};
 use hookd_server::Subscriptions;
-use hookd_store::{AttemptRecord, AttemptResult, DueDelivery, NewEvent, Store, StoreReader};
+use hookd_store::{AttemptRecord, AttemptResult, Claim, DueDelivery, NewEvent, Store, StoreReader};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,6 +42,9 @@ const POLL_BATCH: usize = 512;
 /// Deliveries waiting in memory for a free slot; beyond this, hints are dropped and the
 /// deliveries are found by the next poll of the store instead.
 const BACKLOG_MAX: usize = 65_536;
+/// Payload bytes the hints and the backlog may hold together; beyond this, hints are dropped
+/// and polls read less, so a burst of large events waits in the store, not in memory.
+pub const BACKLOG_MAX_BYTES: usize = 64 << 20;
 /// How long a finished delivery is remembered, so a stale copy of it (from a poll or a hint
 /// that raced with its completion) is not run again.
 const COMPLETED_MEMORY: Duration = Duration::from_secs(60);
@@ -109,6 +119,34 @@ impl DeliveryMetrics {
 pub struct Routes {
     pub registry: Arc<PluginRegistry>,
     pub hints: mpsc::Sender<DueDelivery>,
+    /// Payload bytes held by hints and the dispatcher's backlog.
+    pub backlog_bytes: Arc<BacklogBytes>,
+}
+
+/// Payload bytes held in memory by deliveries waiting to start (hints in the channel and the
+/// dispatcher's backlog), bounded by [`BACKLOG_MAX_BYTES`].
+#[derive(Debug, Default)]
+pub struct BacklogBytes(std::sync::atomic::AtomicUsize);
+
+impl BacklogBytes {
+    /// Takes `n` bytes if they fit.
+    fn try_take(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        self.0
+            .fetch_update(AcqRel, Acquire, |held| {
+                held.checked_add(n).filter(|&t| t <= BACKLOG_MAX_BYTES)
+            })
+            .is_ok()
+    }
+    fn take(&self, n: usize) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+    }
+    fn give_back(&self, n: usize) {
+        self.0.fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+    }
+    fn held(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl Subscriptions for Routes {
@@ -118,8 +156,12 @@ impl Subscriptions for Routes {
 
     fn stored(&self, seq: i64, event: &NewEvent) {
         for plugin in &event.deliveries {
-            // A full channel drops the hint: the store still has the delivery.
-            let _ = self.hints.try_send(DueDelivery {
+            // A full channel or byte budget drops the hint: the store still has the delivery.
+            let size = event.payload.len();
+            if !self.backlog_bytes.try_take(size) {
+                continue;
+            }
+            let sent = self.hints.try_send(DueDelivery {
                 event_seq: seq,
                 plugin: plugin.to_string(),
                 attempts: 0,
@@ -128,7 +170,12 @@ impl Subscriptions for Routes {
                 payload: event.payload.clone(),
                 received_at_ms: event.received_at_ms,
                 updated_at_ms: event.received_at_ms,
+                started: 0,
+                claimed_by: None,
             });
+            if sent.is_err() {
+                self.backlog_bytes.give_back(size);
+            }
         }
     }
 }
@@ -136,7 +183,8 @@ impl Subscriptions for Routes {
 /// Deliveries running, and those finished recently.
 #[derive(Default)]
 struct Tracker {
-    running: HashSet<Key>,
+    /// Deliveries running (claimed or about to be), with the attempts made before this one.
+    running: HashMap<Key, u32>,
     /// Recently finished attempts: when they were recorded (store time), how many attempts
     /// the row then counted, and local time for expiry. A copy of the row read before the
     /// record is stale.
@@ -155,6 +203,10 @@ pub struct Dispatcher {
     pub max_in_flight: usize,
     /// Beats on every turn of the loop (at least every 500 ms): the watchdog's view of it.
     pub heartbeat: Arc<Heartbeat>,
+    /// Payload bytes held by hints and the backlog (shared with [`Routes`]).
+    pub backlog_bytes: Arc<BacklogBytes>,
+    /// This daemon run's id, written with each claim; chosen at random at start.
+    pub run_id: i64,
 }
 
 /// When a loop last went round, for a liveness probe.
@@ -232,6 +284,7 @@ impl Dispatcher {
                 if backlog.len() < BACKLOG_MAX {
                     backlog.push_back(hint);
                 } else {
+                    self.backlog_bytes.give_back(hint.payload.len());
                     hints_dropped = true;
                 }
             }
@@ -239,14 +292,17 @@ impl Dispatcher {
             // before a restart, replays, and hints that were dropped.
             if backlog.is_empty() && (hints_dropped || last_poll.elapsed() >= IDLE_POLL) {
                 last_poll = std::time::Instant::now();
-                let due = self.due(POLL_BATCH).await;
+                let room = BACKLOG_MAX_BYTES.saturating_sub(self.backlog_bytes.held());
+                let due = self.due(POLL_BATCH, room).await;
                 // A full batch means more is due: poll again as soon as this one is started.
-                hints_dropped = due.len() == POLL_BATCH;
+                hints_dropped = due.len() == POLL_BATCH || due.len() > 1 && room <= due_bytes(&due);
+                self.backlog_bytes.take(due_bytes(&due));
                 backlog.extend(due);
             }
             let mut started = 0;
             while lock(&tracker).running.len() < self.max_in_flight {
                 let Some(d) = backlog.pop_front() else { break };
+                self.backlog_bytes.give_back(d.payload.len());
                 // A plugin removed since: its deliveries wait in the store, paused.
                 let Some(plugin) = self.registry.get(&d.plugin) else {
                     continue;
@@ -258,9 +314,10 @@ impl Dispatcher {
                         .finished
                         .get(&key)
                         .is_some_and(|(at, attempts, _)| is_stale(&d, *at, *attempts));
-                    if stale || !t.running.insert(key.clone()) {
+                    if stale || t.running.contains_key(&key) {
                         continue;
                     }
+                    t.running.insert(key.clone(), d.attempts);
                 }
                 started += 1;
                 self.start(d, plugin, key, record_tx.clone());
@@ -290,21 +347,36 @@ impl Dispatcher {
         })
         .await;
         if waited.is_err() {
+            // Cut short by this stop, not by the plugin: take the claims back so these
+            // attempts are not counted.
+            let claims: Vec<Claim> = lock(&tracker)
+                .running
+                .iter()
+                .map(|((event_seq, plugin), attempts)| Claim {
+                    event_seq: *event_seq,
+                    plugin: plugin.clone(),
+                    started: *attempts,
+                    by: self.run_id,
+                })
+                .collect();
             warn!(
-                running = lock(&tracker).running.len(),
+                running = claims.len(),
                 "stopping with deliveries still running; they stay pending and run again at start"
             );
+            if let Err(e) = self.store.claim(claims).await {
+                warn!(error = %e, "cannot take back the claims of unfinished deliveries; they count as attempts");
+            }
         }
         recorder.abort();
     }
 
-    async fn due(&self, limit: usize) -> Vec<DueDelivery> {
+    async fn due(&self, limit: usize, max_bytes: usize) -> Vec<DueDelivery> {
         let names: Vec<String> = self.registry.snapshot().keys().cloned().collect();
         let reader = self.reader.clone();
         let now = now_ms();
         let result = tokio::task::spawn_blocking(move || {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            lock(&reader).due_deliveries(now, &names, limit)
+            lock(&reader).due_deliveries_within(now, &names, limit, max_bytes)
         })
         .await;
         match result {
@@ -329,32 +401,46 @@ impl Dispatcher {
     ) {
         let host = self.host.clone();
         let metrics = self.metrics.clone();
+        let store = self.store.clone();
+        let run_id = self.run_id;
         let attempt = due.attempts.saturating_add(1);
+        let interrupted = due.interrupted(run_id);
         let span = info_span!("delivery", event_id = %due.event_id, event_type = %due.event_type,
             plugin = %due.plugin, attempt);
         tokio::spawn(
             async move {
-                let event = DeliveryEvent {
-                    id: due.event_id.clone(),
-                    event_type: due.event_type.clone(),
-                    payload: due.payload,
-                    received_at_ms: due.received_at_ms,
-                    attempt,
-                };
-                let delivery = host.deliver(&plugin, &event).await;
                 let label = PluginLabel { plugin: due.plugin.clone() };
-                metrics.duration.get_or_create(&label).observe(delivery.duration.as_secs_f64());
+                let outcome = if interrupted {
+                    Outcome::Failed(
+                        FailureKind::Interrupted,
+                        format!("hookd stopped while attempt {attempt} ran (killed, crashed or out of memory)"),
+                    )
+                } else {
+                    if !claim(&store, &due, run_id).await {
+                        return; // the store is closing: the delivery stays pending
+                    }
+                    let event = DeliveryEvent {
+                        id: due.event_id.clone(),
+                        event_type: due.event_type.clone(),
+                        payload: due.payload,
+                        received_at_ms: due.received_at_ms,
+                        attempt,
+                    };
+                    let delivery = host.deliver(&plugin, &event).await;
+                    metrics.duration.get_or_create(&label).observe(delivery.duration.as_secs_f64());
+                    delivery.outcome
+                };
                 metrics
                     .deliveries
                     .get_or_create(&PluginOutcome {
                         plugin: due.plugin.clone(),
-                        outcome: delivery.outcome.label(),
+                        outcome: outcome.label(),
                     })
                     .inc();
                 let now = now_ms();
-                let result = next_step(&delivery.outcome, attempt, due.received_at_ms, now, &plugin.spec.retry);
+                let result = next_step(&outcome, attempt, due.received_at_ms, now, &plugin.spec.retry);
                 match &result {
-                    AttemptResult::Done => debug!(duration_ms = delivery.duration.as_millis() as u64, "delivered"),
+                    AttemptResult::Done => debug!("delivered"),
                     AttemptResult::Retry { next_attempt_at_ms, error } => {
                         metrics.retries.get_or_create(&label).inc();
                         info!(%error, retry_in_ms = next_attempt_at_ms - now, "delivery failed; will retry");
@@ -389,6 +475,32 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Claims `due` for this run before its plugin runs; retries while the store refuses. `false`
+/// when the store is closing.
+async fn claim(store: &Store, due: &DueDelivery, run_id: i64) -> bool {
+    let claim = Claim {
+        event_seq: due.event_seq,
+        plugin: due.plugin.clone(),
+        started: due.attempts.saturating_add(1),
+        by: run_id,
+    };
+    loop {
+        match store.claim(vec![claim.clone()]).await {
+            Ok(()) => return true,
+            Err(hookd_store::IngestError::Closed) => return false,
+            Err(e) => {
+                warn!(error = %e, "cannot claim a delivery before running it; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Total payload bytes of `due`.
+fn due_bytes(due: &[DueDelivery]) -> usize {
+    due.iter().map(|d| d.payload.len()).sum()
 }
 
 /// Commits attempt records in batches, then releases their in-flight marks.
@@ -525,6 +637,8 @@ mod tests {
             payload: "{}".into(),
             received_at_ms: 100,
             updated_at_ms,
+            started: attempts,
+            claimed_by: None,
         };
         // First attempt recorded at 105, leaving 1 attempt.
         assert!(is_stale(&copy(100, 0), 105, 1), "read before the record");

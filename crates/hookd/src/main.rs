@@ -2,6 +2,7 @@
 
 mod cli;
 mod dispatch;
+mod isolation;
 mod kv;
 mod logging;
 mod notify;

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::cli::{ServeArgs, report_config_errors};
-use crate::dispatch::{DeliveryMetrics, Dispatcher, Heartbeat, Routes};
+use crate::dispatch::{BacklogBytes, DeliveryMetrics, Dispatcher, Heartbeat, Routes};
 use crate::kv::StoreKv;
 use crate::logging::LogFilter;
 use crate::notify;
@@ -60,7 +60,23 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args.config, config, log_filter)) {
+    let plugin_runtime = match crate::isolation::plugin_runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the plugin runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(serve(
+        args.config,
+        config,
+        log_filter,
+        plugin_runtime.handle().clone(),
+    ));
+    // Deliveries still running were given their grace by the dispatcher; their claims are
+    // taken back.
+    plugin_runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = format!("{e:#}"), "hookd stopped on an error");
@@ -69,7 +85,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> anyhow::Result<()> {
+async fn serve(
+    config_path: PathBuf,
+    config: Config,
+    log_filter: LogFilter,
+    plugins_rt: tokio::runtime::Handle,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let hup = crate::reload::watch_sighup();
     let mut registry = Registry::default();
@@ -79,6 +100,7 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
             dedup_window: config.store.dedup_window,
             queue_capacity: config.store.queue_capacity,
             max_batch: config.store.max_batch,
+            queue_max_bytes: config.store.queue_max_bytes,
         },
         &mut registry,
     )
@@ -92,12 +114,14 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
                 max_instances: config.plugins.max_instances,
                 max_memory_bytes: config.plugins.max_memory_bytes,
             },
-            Arc::new(StoreKv(store.clone())),
+            Arc::new(StoreKv::new(store.clone())),
         )
         .context("cannot start the plugin host")?,
     );
     let cache = match CodeCache::open(&config.store.dir.join(CODE_CACHE_DIR), host.engine()) {
         Ok(cache) => Some(cache),
+        // Its entries are run as native code: one someone else can write stops the start.
+        Err(e) if e.is_insecure() => return Err(e.into()),
         Err(e) => {
             warn!(error = %e, "no compiled-code cache: every start compiles every plugin");
             None
@@ -109,6 +133,7 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
         config.store.dir.clone(),
     ));
     let (hints_tx, hints_rx) = tokio::sync::mpsc::channel(65_536);
+    let backlog_bytes = Arc::new(BacklogBytes::default());
     let delivery_metrics = DeliveryMetrics::register(&mut registry);
     let reload_metrics = ReloadMetrics::register(&mut registry);
 
@@ -121,8 +146,10 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
         subscriptions: Arc::new(Routes {
             registry: plugin_registry.clone(),
             hints: hints_tx,
+            backlog_bytes: backlog_bytes.clone(),
         }),
         metrics: ingest_metrics.clone(),
+        inflight_bodies: Default::default(),
     });
 
     let reloader = Reloader {
@@ -170,7 +197,9 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
         ListenerSettings {
             header_read_timeout: config.server.header_read_timeout,
             max_connections: config.server.max_connections,
+            max_connections_per_client: config.server.max_connections_per_client,
             shutdown_grace: SHUTDOWN_GRACE,
+            metrics: Some(ingest_metrics.clone()),
         },
         stopped(stop_rx.clone()),
     ));
@@ -189,7 +218,9 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
             ListenerSettings {
                 header_read_timeout: Duration::from_secs(5),
                 max_connections: 64,
+                max_connections_per_client: 64,
                 shutdown_grace: Duration::from_secs(1),
+                metrics: None,
             },
             stopped(stop_rx.clone()),
         ))
@@ -209,9 +240,13 @@ async fn serve(config_path: PathBuf, config: Config, log_filter: LogFilter) -> a
         metrics: delivery_metrics,
         max_in_flight: config.plugins.max_instances as usize,
         heartbeat: heartbeat.clone(),
+        backlog_bytes,
+        run_id: rand::random(),
     };
-    let dispatch_task = tokio::spawn(dispatcher.run(stop_rx.clone(), SHUTDOWN_GRACE));
-    let reload_task = tokio::spawn(crate::reload::run(
+    // Ingest first: deliveries (and the compiling of reloaded plugins) run on their own,
+    // lower-priority threads, never on the listeners' (see `isolation`).
+    let dispatch_task = plugins_rt.spawn(dispatcher.run(stop_rx.clone(), SHUTDOWN_GRACE));
+    let reload_task = plugins_rt.spawn(crate::reload::run(
         reloader,
         watched,
         hup,

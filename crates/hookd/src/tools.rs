@@ -94,6 +94,7 @@ fn run_plugin_inner(args: &RunPluginArgs) -> anyhow::Result<bool> {
             Outcome::GiveUp(m) => format!("give up: {m}"),
             Outcome::Failed(kind, m) => format!("failed ({}): {m}", kind.as_str()),
         };
+        let verdict = hookd_host::escape_controls(&verdict, hookd_host::MAX_REASON_BYTES * 2);
         println!(
             "{} on {} {}: {verdict} ({:.1} ms)",
             plugin.spec.name,
@@ -174,10 +175,16 @@ fn dlq_list(dir: &Path, limit: usize, json: bool) -> anyhow::Result<()> {
         "{:<20} {:<22} {:<16} {:>8}  last error",
         "event", "type", "plugin", "attempts"
     );
+    // Escaped: a reason is text a plugin chose, and must not drive the operator's terminal.
+    let safe = |text: &str| hookd_host::escape_controls(text, hookd_host::MAX_REASON_BYTES * 2);
     for l in &letters {
         println!(
             "{:<20} {:<22} {:<16} {:>8}  {}",
-            l.event_id, l.event_type, l.plugin, l.attempts, l.last_error
+            safe(&l.event_id),
+            safe(&l.event_type),
+            l.plugin,
+            l.attempts,
+            safe(&l.last_error)
         );
     }
     Ok(())
