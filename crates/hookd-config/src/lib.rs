@@ -7,23 +7,34 @@
 //!   and `hookd serve` run the same code.
 //! - **Errors point at the source.** Every problem names the key, and the `file:line:column`
 //!   when the value came from a file.
+//! - **Every plugin fits the same ceilings.** The `[plugins]` ceilings ([`PluginCaps`]) are
+//!   applied by [`plugin::validate_plugin`], the one validation both a folder `NAME.toml` and
+//!   a `[[plugin]]` entry go through; [`PluginsConfig::fit_memory_budget`] checks a plugin
+//!   set's worst case against `memory_budget_mb` ([`budget`]).
 //! - **Secrets never transit argv or logs.** A secret entry is inline, `env:NAME` or
 //!   `file:PATH` (systemd credentials: `file:${CREDENTIALS_DIRECTORY}/webhook-secret`); resolved
-//!   secrets are [`hookd_core::Secret`]s, whose `Debug` is redacted.
+//!   secrets are [`hookd_core::Secret`]s, whose `Debug` is redacted. A value that fails to
+//!   parse on a key that may hold a secret is not quoted back in the error, and the raw
+//!   structs' `Debug` hides secrets and plugin `config` values.
 //! - **Relative paths are relative to the config file's folder**, not to the working
 //!   directory, so a config means the same thing whoever starts the daemon.
 
+pub mod budget;
 mod error;
 pub mod plugin;
 mod raw;
 mod secrets;
+mod toml_error;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use budget::HOST_BYTES_PER_INSTANCE;
 pub use error::{ConfigError, ConfigErrors, Location};
-pub use plugin::{Capabilities, Limits, Origin, PluginSpec, RetryPolicy};
+pub use plugin::{
+    Capabilities, KV_MAX_KEY_BYTES, Limits, Origin, PluginCaps, PluginSpec, RetryPolicy,
+};
 pub use raw::{
     AdminSection, LogFormat, LogSection, PluginsSection, RawConfig, ServerSection, StoreSection,
     VerifySection,
@@ -52,6 +63,13 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub max_json_depth: usize,
     pub max_connections: usize,
+    /// Connection slots one client (an IPv4 address, an IPv6 /64) may hold.
+    pub max_connections_per_client: usize,
+    /// Bytes of request bodies being read at once, all clients together.
+    pub max_inflight_body_bytes: usize,
+    /// The part of `max_inflight_body_bytes` one client may hold: the same share as of the
+    /// connection slots, and at least `max_body_bytes`.
+    pub max_inflight_body_bytes_per_client: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub retry_after: Duration,
@@ -69,6 +87,8 @@ pub struct StoreConfig {
     pub dedup_window: Duration,
     pub queue_capacity: usize,
     pub max_batch: usize,
+    /// Bytes of events waiting for (or in) a commit before ingest answers 503.
+    pub queue_max_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,10 +96,36 @@ pub struct PluginsConfig {
     pub dir: PathBuf,
     pub max_instances: u32,
     pub max_memory_bytes: u64,
+    /// The ceilings every plugin must fit, with the two above: see [`PluginCaps`], which
+    /// [`PluginsConfig::caps`] puts together.
+    pub memory_budget_bytes: u64,
+    pub max_timeout: Duration,
+    pub max_kv_keys: u64,
+    pub max_kv_value_bytes: u64,
+    pub max_kv_bytes: u64,
+    pub max_http_timeout: Duration,
+    pub max_http_response_bytes: u64,
     pub pooling: bool,
     /// Plugins declared in the main config (`[[plugin]]`); they take precedence over a
     /// `NAME.toml` of the same name in the folder.
     pub declared: Vec<PluginSpec>,
+}
+
+impl PluginsConfig {
+    /// The ceilings every plugin must fit, for [`plugin::load_sidecar_with`].
+    pub fn caps(&self) -> PluginCaps {
+        PluginCaps {
+            max_instances: self.max_instances,
+            max_memory_bytes: self.max_memory_bytes,
+            memory_budget_bytes: self.memory_budget_bytes,
+            max_timeout: self.max_timeout,
+            max_kv_keys: self.max_kv_keys,
+            max_kv_value_bytes: self.max_kv_value_bytes,
+            max_kv_bytes: self.max_kv_bytes,
+            max_http_timeout: self.max_http_timeout,
+            max_http_response_bytes: self.max_http_response_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::plugin::PluginCaps;
 use crate::secrets::SecretSource;
+use crate::toml_error::{main_config_secrets, parse_error};
 use crate::{
     AdminConfig, Config, ConfigError, ConfigErrors, Location, LogConfig, PluginsConfig,
     ServerConfig, StoreConfig,
@@ -45,6 +47,11 @@ pub struct ServerSection {
     pub header_read_timeout_ms: Spanned<u64>,
     pub body_read_timeout_ms: Spanned<u64>,
     pub retry_after_secs: Spanned<u64>,
+    /// Connection slots one client (an IPv4 address, an IPv6 /64) may hold; by default a
+    /// quarter of `max_connections`.
+    pub max_connections_per_client: Option<Spanned<u64>>,
+    /// Bytes of request bodies being read at once, all clients together.
+    pub max_inflight_body_bytes: Spanned<u64>,
 }
 
 impl Default for ServerSection {
@@ -58,6 +65,8 @@ impl Default for ServerSection {
             header_read_timeout_ms: unspanned(5_000),
             body_read_timeout_ms: unspanned(10_000),
             retry_after_secs: unspanned(1),
+            max_connections_per_client: None,
+            max_inflight_body_bytes: unspanned(64 << 20),
         }
     }
 }
@@ -77,11 +86,20 @@ impl Default for AdminSection {
     }
 }
 
-/// `[verify]`: the secrets a signature may be made with.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[verify]`: the secrets a signature may be made with. Its `Debug` shows how many, never
+/// what they are.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VerifySection {
     pub secrets: Vec<Spanned<String>>,
+}
+
+impl std::fmt::Debug for VerifySection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifySection")
+            .field("secrets", &format_args!("[{} hidden]", self.secrets.len()))
+            .finish()
+    }
 }
 
 /// `[store]`: the embedded durable store.
@@ -92,6 +110,8 @@ pub struct StoreSection {
     pub dedup_window_secs: Spanned<u64>,
     pub queue_capacity: Spanned<u64>,
     pub max_batch: Spanned<u64>,
+    /// Bytes of events waiting for (or in) a commit; beyond it ingest answers 503.
+    pub queue_max_bytes: Spanned<u64>,
 }
 
 impl Default for StoreSection {
@@ -101,6 +121,7 @@ impl Default for StoreSection {
             dedup_window_secs: unspanned(7 * 24 * 3600),
             queue_capacity: unspanned(4096),
             max_batch: unspanned(512),
+            queue_max_bytes: unspanned(64 << 20),
         }
     }
 }
@@ -114,6 +135,21 @@ pub struct PluginsSection {
     pub max_instances: Spanned<u64>,
     /// Upper bound for any plugin's `limits.memory_mb`.
     pub max_memory_mb: Spanned<u64>,
+    /// What the plugins' worst case together may hold: instances alive at once x (their
+    /// `memory_mb` + the host's allowance per instance).
+    pub memory_budget_mb: Spanned<u64>,
+    /// Upper bound for any plugin's `limits.timeout_ms`.
+    pub max_timeout_ms: Spanned<u64>,
+    /// Upper bound for any plugin's `capabilities.kv_max_keys`.
+    pub max_kv_keys: Spanned<u64>,
+    /// Upper bound for any plugin's `capabilities.kv_max_value_bytes`.
+    pub max_kv_value_bytes: Spanned<u64>,
+    /// The most disk one plugin's key-value store may take.
+    pub max_kv_mb: Spanned<u64>,
+    /// Upper bound for any plugin's `capabilities.http_timeout_ms`.
+    pub max_http_timeout_ms: Spanned<u64>,
+    /// Upper bound for any plugin's `capabilities.http_max_response_bytes`.
+    pub max_http_response_bytes: Spanned<u64>,
     /// Pre-allocate instance slots (fast instantiation); off trades speed for less reserved
     /// address space.
     pub pooling: bool,
@@ -121,10 +157,18 @@ pub struct PluginsSection {
 
 impl Default for PluginsSection {
     fn default() -> Self {
+        let c = PluginCaps::default();
         Self {
             dir: unspanned("/etc/hookd/plugins".to_owned()),
-            max_instances: unspanned(128),
-            max_memory_mb: unspanned(256),
+            max_instances: unspanned(c.max_instances.into()),
+            max_memory_mb: unspanned(c.max_memory_bytes >> 20),
+            memory_budget_mb: unspanned(c.memory_budget_bytes >> 20),
+            max_timeout_ms: unspanned(c.max_timeout.as_millis() as u64),
+            max_kv_keys: unspanned(c.max_kv_keys),
+            max_kv_value_bytes: unspanned(c.max_kv_value_bytes),
+            max_kv_mb: unspanned(c.max_kv_bytes >> 20),
+            max_http_timeout_ms: unspanned(c.max_http_timeout.as_millis() as u64),
+            max_http_response_bytes: unspanned(c.max_http_response_bytes),
             pooling: true,
         }
     }
@@ -200,21 +244,10 @@ impl Problems<'_> {
 
 impl RawConfig {
     /// Parses TOML text; shape errors (unknown keys, wrong types) come back located.
+    /// A value on a key that may hold a secret is never quoted back (see `toml_error`).
     pub fn parse(text: &str, path: Option<&Path>) -> Result<RawConfig, ConfigErrors> {
-        toml::from_str(text).map_err(|e| {
-            let location = match e.span() {
-                Some(span) => Location::span(path, text, span),
-                None => Location {
-                    file: path.map(Path::to_owned),
-                    line_col: None,
-                },
-            };
-            ConfigErrors::single(ConfigError::new(
-                location,
-                "",
-                e.message().trim().to_owned(),
-            ))
-        })
+        toml::from_str(text)
+            .map_err(|e| ConfigErrors::single(parse_error(&e, text, path, main_config_secrets)))
     }
 
     /// `[store] dir`, resolved as [`RawConfig::validate`] resolves it (relative to the config
@@ -245,12 +278,18 @@ impl RawConfig {
                 format!("must be a URL path starting with `/`, got `{route}`"),
             );
         }
+        let max_body_bytes = p.bounded("server.max_body_bytes", &s.max_body_bytes, 64, 64 << 20);
+        let max_connections = p.bounded("server.max_connections", &s.max_connections, 1, 1 << 20);
+        let edge = edge_limits(&mut p, s, max_body_bytes, max_connections);
         let server = ServerConfig {
             listen: listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             path: route.clone(),
-            max_body_bytes: p.bounded("server.max_body_bytes", &s.max_body_bytes, 64, 64 << 20),
+            max_body_bytes,
             max_json_depth: p.bounded("server.max_json_depth", &s.max_json_depth, 2, 128),
-            max_connections: p.bounded("server.max_connections", &s.max_connections, 1, 1 << 20),
+            max_connections,
+            max_connections_per_client: edge.max_connections_per_client,
+            max_inflight_body_bytes: edge.max_inflight_body_bytes,
+            max_inflight_body_bytes_per_client: edge.max_inflight_body_bytes_per_client,
             header_read_timeout: millis(p.bounded(
                 "server.header_read_timeout_ms",
                 &s.header_read_timeout_ms,
@@ -317,20 +356,15 @@ impl RawConfig {
             ) as u64),
             queue_capacity: p.bounded("store.queue_capacity", &st.queue_capacity, 1, 1 << 20),
             max_batch: p.bounded("store.max_batch", &st.max_batch, 1, 1 << 16),
+            queue_max_bytes: at_least_one_body(
+                &mut p,
+                "store.queue_max_bytes",
+                &st.queue_max_bytes,
+                max_body_bytes,
+            ),
         };
         let plugin_dir = dir(&mut p, "plugins.dir", &self.plugins.dir, &base);
-        let max_memory_mb = p.bounded(
-            "plugins.max_memory_mb",
-            &self.plugins.max_memory_mb,
-            1,
-            4096,
-        ) as u64;
-        let max_instances = p.bounded(
-            "plugins.max_instances",
-            &self.plugins.max_instances,
-            1,
-            10_000,
-        ) as u32;
+        let caps = plugin_caps(&mut p, &self.plugins);
         let mut declared: Vec<crate::PluginSpec> = Vec::new();
         let source = path.map_or_else(|| std::path::PathBuf::from("config"), Path::to_owned);
         for (i, raw) in self.plugin.iter().enumerate() {
@@ -342,15 +376,9 @@ impl RawConfig {
                 None,
                 None,
                 &plugin_dir,
+                &caps,
             ) {
                 Ok(spec) => {
-                    if spec.limits.memory_bytes > max_memory_mb << 20 {
-                        p.errors.push(ConfigError::new(
-                            Location::file(&source),
-                            format!("plugin[{i}].limits.memory_mb"),
-                            format!("exceeds `plugins.max_memory_mb` ({max_memory_mb})"),
-                        ));
-                    }
                     if declared.iter().any(|d| d.name == spec.name) {
                         p.errors.push(ConfigError::new(
                             Location::file(&source),
@@ -363,13 +391,25 @@ impl RawConfig {
                 Err(mut errors) => p.errors.append(&mut errors),
             }
         }
-        let plugins = PluginsConfig {
+        let mut plugins = PluginsConfig {
             dir: plugin_dir,
-            max_instances,
-            max_memory_bytes: max_memory_mb << 20,
+            max_instances: caps.max_instances,
+            max_memory_bytes: caps.max_memory_bytes,
+            memory_budget_bytes: caps.memory_budget_bytes,
+            max_timeout: caps.max_timeout,
+            max_kv_keys: caps.max_kv_keys,
+            max_kv_value_bytes: caps.max_kv_value_bytes,
+            max_kv_bytes: caps.max_kv_bytes,
+            max_http_timeout: caps.max_http_timeout,
+            max_http_response_bytes: caps.max_http_response_bytes,
             pooling: self.plugins.pooling,
-            declared,
+            declared: Vec::new(),
         };
+        // The plugins declared here are part of the config: together they must fit the
+        // memory budget, or the config does not start (folder plugins are left out instead).
+        let (declared, over) = plugins.fit_memory_budget(declared, &[], |_| None);
+        p.errors.extend(over.into_iter().map(|(_, e)| e));
+        plugins.declared = declared;
         let log = LogConfig {
             format: self.log.format,
             filter: self.log.filter.get_ref().clone(),
@@ -389,6 +429,96 @@ impl RawConfig {
             plugins,
             log,
         })
+    }
+}
+
+/// What one client, and all of them together, may hold at the edge.
+struct EdgeLimits {
+    max_connections_per_client: usize,
+    max_inflight_body_bytes: usize,
+    max_inflight_body_bytes_per_client: usize,
+}
+
+fn edge_limits(
+    p: &mut Problems<'_>,
+    s: &ServerSection,
+    max_body_bytes: usize,
+    max_connections: usize,
+) -> EdgeLimits {
+    let max_connections_per_client = match &s.max_connections_per_client {
+        Some(value) => p.bounded(
+            "server.max_connections_per_client",
+            value,
+            1,
+            max_connections as u64,
+        ),
+        None => (max_connections / 4).max(1),
+    };
+    let max_inflight_body_bytes = at_least_one_body(
+        p,
+        "server.max_inflight_body_bytes",
+        &s.max_inflight_body_bytes,
+        max_body_bytes,
+    );
+    // A client holds the same share of the body budget as of the connection slots, and at
+    // least one whole body, so a single client can always send its largest event.
+    let share = (max_inflight_body_bytes as u128 * max_connections_per_client as u128
+        / max_connections.max(1) as u128) as usize;
+    EdgeLimits {
+        max_connections_per_client,
+        max_inflight_body_bytes,
+        max_inflight_body_bytes_per_client: share.max(max_body_bytes).min(max_inflight_body_bytes),
+    }
+}
+
+/// A byte budget that must hold at least one body of `max_body_bytes`, or no such body could
+/// ever be taken.
+fn at_least_one_body(
+    p: &mut Problems<'_>,
+    key: &str,
+    value: &Spanned<u64>,
+    max_body_bytes: usize,
+) -> usize {
+    let v = *value.get_ref();
+    let max = 1u64 << 40;
+    if v < max_body_bytes as u64 {
+        p.at(
+            key,
+            value,
+            format!(
+                "must be at least `server.max_body_bytes` ({max_body_bytes}), or a body that \
+                 size could never be taken; got {v}"
+            ),
+        );
+    } else if v > max {
+        p.at(key, value, format!("must be at most {max}, got {v}"));
+    }
+    usize::try_from(v.clamp(max_body_bytes as u64, max)).unwrap_or(usize::MAX)
+}
+
+/// The `[plugins]` ceilings every plugin must fit.
+fn plugin_caps(p: &mut Problems<'_>, s: &PluginsSection) -> PluginCaps {
+    let mut v = |key: &str, value: &Spanned<u64>, max: u64| {
+        p.bounded(&format!("plugins.{key}"), value, 1, max) as u64
+    };
+    PluginCaps {
+        max_instances: v("max_instances", &s.max_instances, 10_000) as u32,
+        max_memory_bytes: v("max_memory_mb", &s.max_memory_mb, 4096) << 20,
+        memory_budget_bytes: v("memory_budget_mb", &s.memory_budget_mb, 1 << 20) << 20,
+        max_timeout: Duration::from_millis(v("max_timeout_ms", &s.max_timeout_ms, 600_000)),
+        max_kv_keys: v("max_kv_keys", &s.max_kv_keys, 10_000_000),
+        max_kv_value_bytes: v("max_kv_value_bytes", &s.max_kv_value_bytes, 16 << 20),
+        max_kv_bytes: v("max_kv_mb", &s.max_kv_mb, 1 << 20) << 20,
+        max_http_timeout: Duration::from_millis(v(
+            "max_http_timeout_ms",
+            &s.max_http_timeout_ms,
+            600_000,
+        )),
+        max_http_response_bytes: v(
+            "max_http_response_bytes",
+            &s.max_http_response_bytes,
+            256 << 20,
+        ),
     }
 }
 

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use hookd_core::Secret;
 
-/// One `[verify] secrets` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `[verify] secrets` entry. Its `Debug` never shows an inline secret.
+#[derive(Clone, PartialEq, Eq)]
 pub enum SecretSource {
     Inline(String),
     /// `env:NAME`
@@ -13,6 +13,16 @@ pub enum SecretSource {
     /// `file:PATH`; `${VAR}` in the path is expanded from the environment, so
     /// `file:${CREDENTIALS_DIRECTORY}/webhook-secret` reads a systemd credential.
     File(String),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Inline(_) => f.write_str("Inline(<hidden>)"),
+            SecretSource::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            SecretSource::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 impl SecretSource {

@@ -8,7 +8,10 @@
 //! deleted and compiled again), never a crash.
 //!
 //! **Trust:** loading an entry maps native code without validating it, so the folder must be
-//! writable only by hookd. It lives in the state directory, created with mode 0700.
+//! writable only by hookd. It lives in the state directory, created with mode 0700, and
+//! [`CodeCache::open`] refuses a folder owned by another user or writable by group or others
+//! ([`CacheError::Insecure`]): whoever can write there can run code as hookd. An entry that is
+//! not hookd's own (another owner, writable by others) is a miss, never loaded.
 
 use std::collections::HashSet;
 use std::hash::{Hash as _, Hasher as _};
@@ -26,6 +29,60 @@ const DIGEST_LEN: usize = 32;
 /// removed by [`CodeCache::prune`].
 const KEEP_UNUSED: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Why the cache cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot create the compiled-code cache `{path}`: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The folder is not hookd's alone: loading from it could run someone else's code.
+    #[error(
+        "refusing the compiled-code cache `{path}`: {problem}. Its entries are loaded as native \
+         code, so it must belong to the user hookd runs as and be writable by no one else; fix \
+         it with `{fix}`"
+    )]
+    Insecure {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
+}
+
+impl CacheError {
+    /// Whether the folder is refused as unsafe (hookd must not start), rather than unusable.
+    pub fn is_insecure(&self) -> bool {
+        matches!(self, CacheError::Insecure { .. })
+    }
+}
+
+/// Whether `meta` is hookd's own and writable by no one else: `Err((problem, fix))` if not.
+fn private(path: &Path, meta: &std::fs::Metadata) -> Result<(), (String, String)> {
+    use std::os::unix::fs::MetadataExt as _;
+    // SAFETY: geteuid has no preconditions, touches no memory and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid {
+        return Err((
+            format!(
+                "it is owned by uid {}, not by uid {euid} that hookd runs as",
+                meta.uid()
+            ),
+            format!("chown {euid} {}", path.display()),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err((
+            format!(
+                "it is writable by group or others (mode {:o})",
+                meta.mode() & 0o7777
+            ),
+            format!("chmod go-w {}", path.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// Compiled plugins on disk.
 #[derive(Debug, Clone)]
 pub struct CodeCache {
@@ -35,13 +92,25 @@ pub struct CodeCache {
 }
 
 impl CodeCache {
-    /// Opens (creating it if needed) the cache folder for `engine`.
-    pub fn open(dir: &Path, engine: &Engine) -> std::io::Result<CodeCache> {
+    /// Opens (creating it 0700 if needed) the cache folder for `engine`; refuses one that is
+    /// not hookd's alone.
+    pub fn open(dir: &Path, engine: &Engine) -> Result<CodeCache, CacheError> {
         use std::os::unix::fs::DirBuilderExt as _;
+        let create = |source| CacheError::Create {
+            path: dir.to_owned(),
+            source,
+        };
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)?;
+            .create(dir)
+            .map_err(create)?;
+        let meta = std::fs::metadata(dir).map_err(create)?;
+        private(dir, &meta).map_err(|(problem, fix)| CacheError::Insecure {
+            path: dir.to_owned(),
+            problem,
+            fix,
+        })?;
         // Stable for a given hookd build: DefaultHasher's keys are fixed, and the hash it
         // digests includes wasmtime's version.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -64,7 +133,14 @@ impl CodeCache {
     /// The compiled component for `content_hash`, if a sound entry exists.
     pub fn get(&self, engine: &Engine, content_hash: &str) -> Option<Component> {
         let path = self.entry(content_hash);
-        let bytes = std::fs::read(&path).ok()?;
+        let mut file = std::fs::File::open(&path).ok()?;
+        if let Err((problem, _)) = file.metadata().map(|m| private(&path, &m)).ok()? {
+            tracing::warn!(entry = %path.display(), problem, "compiled-code cache entry not written by hookd; not loaded, compiling again");
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).ok()?;
         let sound = bytes.len() > DIGEST_LEN && {
             let (code, digest) = bytes.split_at(bytes.len() - DIGEST_LEN);
             Sha256::digest(code).as_slice() == digest

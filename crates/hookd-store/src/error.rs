@@ -28,6 +28,22 @@ pub enum StoreError {
         /// The SQLite error, when the check itself failed (e.g. "file is not a database").
         source: Option<rusqlite::Error>,
     },
+    /// The store folder is not hookd's alone (see `files`).
+    #[error(
+        "refusing the store directory `{path}`: {problem}. It holds the events and compiled \
+         plugin code that hookd runs, so it must belong to the user hookd runs as and be \
+         writable by no one else; fix it with `{fix}`"
+    )]
+    Insecure {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
+    #[error("cannot make `{path}` private to hookd (mode 0600): {source}")]
+    Permissions {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no database at `{0}`; has hookd ever run with this store directory?")]
     Missing(PathBuf),
     #[error(

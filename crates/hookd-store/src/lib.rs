@@ -77,6 +77,7 @@
 
 mod deliveries;
 mod error;
+mod files;
 mod metrics;
 mod reader;
 mod schema;
@@ -109,7 +110,8 @@ pub const DB_FILE: &str = "hookd.db";
 /// Where the store lives and how it batches.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// The database is `dir/hookd.db`; the directory is created owner-only if missing.
+    /// The database is `dir/hookd.db` (0600); the directory is created owner-only if missing
+    /// and must be the daemon user's alone.
     pub dir: PathBuf,
     /// How long an event id is remembered for dedup (and the event kept). Default 7 days.
     pub dedup_window: Duration,
@@ -174,7 +176,12 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating or migrating) the database and starts the single writer thread.
+    ///
+    /// Refuses a store folder owned by another user or writable by group or others
+    /// ([`StoreError::Insecure`]); creates the folder 0700 and the database 0600.
     pub fn open(config: StoreConfig, registry: &mut Registry) -> Result<Store, StoreError> {
+        files::private_dir(&config.dir)?;
+        files::private_db_files(&config.dir)?;
         let conn = schema::open_read_write(&config.dir)?;
         // Registered only once the database opened, so a failed open can be retried with the
         // same registry.

@@ -11,6 +11,10 @@ use hookd_core::Secret;
 /// Exit code for a configuration that does not validate.
 pub const EXIT_CONFIG: u8 = 2;
 
+// The memory budget (`hookd check`) counts `hookd_config::HOST_BYTES_PER_INSTANCE` per
+// instance for what the host may hold beside linear memory; the host's own caps must fit it.
+const _: () = assert!(hookd_host::HOST_BYTES_PER_INSTANCE <= hookd_config::HOST_BYTES_PER_INSTANCE);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hookd",
@@ -218,6 +222,14 @@ pub fn check(args: CheckArgs) -> ExitCode {
             println!("  secrets: {}", config.secrets.len());
             println!("  store:   {}", config.store.dir.display());
             println!("  plugins: {}", config.plugins.dir.display());
+            let (specs, _) = crate::plugins::discover(&config);
+            let worst = hookd_config::budget::worst_case(&specs, config.plugins.max_instances);
+            println!(
+                "  memory:  worst case {} MiB of the {} MiB budget ({} instances at most)",
+                worst.bytes.div_ceil(1 << 20),
+                config.plugins.memory_budget_bytes >> 20,
+                worst.instances
+            );
             if crate::tools::check_plugins(&config) {
                 ExitCode::SUCCESS
             } else {

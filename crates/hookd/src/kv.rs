@@ -1,13 +1,69 @@
 //! The plugins' key-value store: kept in the daemon's store, namespaced per plugin.
+//!
+//! Writes go through the store's one writer, in the same group commits as ingested events,
+//! under a budget: at most [`KV_WRITES_IN_FLIGHT`] writes and [`KV_WRITE_BYTES_IN_FLIGHT`]
+//! bytes of keys and values queued for or inside a commit, all plugins together. A plugin
+//! that writes as fast as it can therefore adds at most that much to any commit an event
+//! waits for; beyond it, its writes wait their turn (first come, first served), on the
+//! plugin's own deadline. How much a plugin may keep is its quota (`kv_max_keys` x
+//! (1 KiB key + `kv_max_value_bytes`), bounded by `[plugins] max_kv_mb`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use hookd_host::{KvError, KvStore};
 use hookd_store::{KvOp, KvWriteResult, Store};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// Key-value storage in the daemon's SQLite store; writes share the group commit.
-pub struct StoreKv(pub Store);
+/// Key-value writes queued for or inside a commit at once, all plugins together.
+pub const KV_WRITES_IN_FLIGHT: usize = 32;
+/// Bytes of keys and values queued for or inside a commit at once, all plugins together. A
+/// larger single write (`kv_max_value_bytes` may be raised to 16 MiB) takes all of it, alone.
+pub const KV_WRITE_BYTES_IN_FLIGHT: usize = 1 << 20;
+
+/// Key-value storage in the daemon's SQLite store; writes share the group commit, within the
+/// budget above.
+pub struct StoreKv {
+    store: Store,
+    writes: Semaphore,
+    bytes: Semaphore,
+}
+
+impl StoreKv {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            writes: Semaphore::new(KV_WRITES_IN_FLIGHT),
+            bytes: Semaphore::new(KV_WRITE_BYTES_IN_FLIGHT),
+        }
+    }
+
+    /// Waits for room for a write of `bytes`, then applies it; resolves once it is committed.
+    async fn write(&self, bytes: usize, op: KvOp) -> Result<KvWriteResult, KvError> {
+        let _permits = self.room(bytes).await?;
+        self.store.kv_write(op).await.map_err(storage)
+    }
+
+    async fn room(
+        &self,
+        bytes: usize,
+    ) -> Result<(SemaphorePermit<'_>, SemaphorePermit<'_>), KvError> {
+        let write = self.writes.acquire().await.map_err(storage)?;
+        // Counted in whole bytes; a write larger than the budget waits for all of it.
+        let n = u32::try_from(bytes.clamp(1, KV_WRITE_BYTES_IN_FLIGHT)).unwrap_or(u32::MAX);
+        let bytes = self.bytes.acquire_many(n).await.map_err(storage)?;
+        Ok((write, bytes))
+    }
+
+    /// Writes waiting for or inside a commit now (for tests and metrics).
+    #[cfg(test)]
+    fn in_flight(&self) -> (usize, usize) {
+        (
+            KV_WRITES_IN_FLIGHT - self.writes.available_permits(),
+            KV_WRITE_BYTES_IN_FLIGHT - self.bytes.available_permits(),
+        )
+    }
+}
 
 fn storage(e: impl std::fmt::Display) -> KvError {
     KvError::Storage(e.to_string())
@@ -20,7 +76,7 @@ fn quota(max_keys: u64) -> KvError {
 #[async_trait::async_trait]
 impl KvStore for StoreKv {
     async fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        let (store, plugin, key) = (self.0.clone(), plugin.to_owned(), key.to_owned());
+        let (store, plugin, key) = (self.store.clone(), plugin.to_owned(), key.to_owned());
         tokio::task::spawn_blocking(move || store.kv_get(&plugin, &key))
             .await
             .map_err(storage)?
@@ -34,13 +90,14 @@ impl KvStore for StoreKv {
         value: Vec<u8>,
         max_keys: u64,
     ) -> Result<(), KvError> {
+        let bytes = key.len() + value.len();
         let op = KvOp::Set {
             plugin: plugin.to_owned(),
             key: key.to_owned(),
             value,
             max_keys,
         };
-        match self.0.kv_write(op).await.map_err(storage)? {
+        match self.write(bytes, op).await? {
             KvWriteResult::QuotaExceeded => Err(quota(max_keys)),
             _ => Ok(()),
         }
@@ -51,7 +108,7 @@ impl KvStore for StoreKv {
             plugin: plugin.to_owned(),
             key: key.to_owned(),
         };
-        self.0.kv_write(op).await.map_err(storage).map(drop)
+        self.write(key.len(), op).await.map(drop)
     }
 
     async fn increment(
@@ -67,7 +124,7 @@ impl KvStore for StoreKv {
             delta,
             max_keys,
         };
-        match self.0.kv_write(op).await.map_err(storage)? {
+        match self.write(key.len() + 8, op).await? {
             KvWriteResult::Counter(n) => Ok(n),
             KvWriteResult::QuotaExceeded => Err(quota(max_keys)),
             KvWriteResult::Stored => Err(storage("increment stored no counter")),
@@ -135,5 +192,57 @@ impl KvStore for ScratchKv {
         self.set(plugin, key, next.to_le_bytes().to_vec(), max_keys)
             .await?;
         Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn store(dir: &std::path::Path) -> Store {
+        Store::open(
+            hookd_store::StoreConfig {
+                dir: dir.to_owned(),
+                ..Default::default()
+            },
+            &mut prometheus_client::registry::Registry::default(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_beyond_the_budget_wait_their_turn_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = Arc::new(StoreKv::new(store(dir.path())));
+        let most = Arc::new(AtomicUsize::new(0));
+        let mut writers = Vec::new();
+        for i in 0..64 {
+            let (kv, most) = (kv.clone(), most.clone());
+            writers.push(tokio::spawn(async move {
+                let key = format!("k{i}");
+                let permits = kv.room(key.len() + (256 << 10)).await.unwrap();
+                most.fetch_max(kv.in_flight().1, Ordering::Relaxed);
+                drop(permits);
+                kv.set("p", &key, vec![7; 256 << 10], 1000).await.unwrap();
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert!(most.load(Ordering::Relaxed) <= KV_WRITE_BYTES_IN_FLIGHT);
+        assert_eq!(kv.in_flight(), (0, 0));
+        // One write larger than the whole budget takes all of it, alone, and lands.
+        kv.set("p", "big", vec![1; 3 << 20], 1000).await.unwrap();
+        assert_eq!(
+            kv.get("p", "big").await.unwrap().map(|v| v.len()),
+            Some(3 << 20)
+        );
+        assert_eq!(
+            kv.get("p", "k63").await.unwrap().map(|v| v.len()),
+            Some(256 << 10)
+        );
     }
 }

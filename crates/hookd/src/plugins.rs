@@ -21,8 +21,39 @@ pub struct PluginProblem {
     pub message: String,
 }
 
-/// Every plugin the configuration and the folder define, validated but not compiled.
+/// Every plugin the configuration and the folder define, validated but not compiled, within
+/// the memory budget (for `hookd check` and a start: nothing serves yet).
 pub fn discover(config: &Config) -> (Vec<PluginSpec>, Vec<PluginProblem>) {
+    discover_with(config, &PluginMap::new())
+}
+
+/// [`discover`] for a reload: the memory budget admits what serves in `current` first, and
+/// counts the serving version of a plugin whose new files are refused (it keeps serving).
+pub fn discover_with(
+    config: &Config,
+    current: &PluginMap,
+) -> (Vec<PluginSpec>, Vec<PluginProblem>) {
+    let (specs, mut problems) = discover_all(config);
+    let folder_unreadable = problems.iter().any(|p| p.plugin.is_empty());
+    let kept: Vec<&PluginSpec> = current
+        .iter()
+        .filter(|(name, _)| {
+            problems.iter().any(|p| p.plugin == **name)
+                || (folder_unreadable && !specs.iter().any(|s| s.name == **name))
+        })
+        .map(|(_, p)| &*p.spec)
+        .collect();
+    let (specs, over) = config
+        .plugins
+        .fit_memory_budget(specs, &kept, |name| current.get(name).map(|p| &*p.spec));
+    problems.extend(over.into_iter().map(|(plugin, e)| PluginProblem {
+        plugin,
+        message: e.to_string(),
+    }));
+    (specs, problems)
+}
+
+fn discover_all(config: &Config) -> (Vec<PluginSpec>, Vec<PluginProblem>) {
     let mut specs: BTreeMap<String, PluginSpec> = config
         .plugins
         .declared
@@ -73,7 +104,7 @@ pub fn discover(config: &Config) -> (Vec<PluginSpec>, Vec<PluginProblem>) {
             });
             continue;
         }
-        match hookd_config::plugin::load_sidecar(&manifest, &wasm) {
+        match hookd_config::plugin::load_sidecar_with(&manifest, &wasm, &config.plugins.caps()) {
             Ok(spec) => {
                 specs.insert(name, spec);
             }

@@ -37,7 +37,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::logging::LogFilter;
-use crate::plugins::{PluginMap, PluginRegistry, discover};
+use crate::plugins::{PluginMap, PluginRegistry, discover_with};
 
 /// Quiet time after the last change to a file before the folder is read again: a copy in
 /// progress keeps resetting it.
@@ -139,7 +139,7 @@ pub fn rebuild(
     config: &Config,
     refused_before: &Refusals,
 ) -> (PluginMap, Vec<Change>) {
-    let (specs, problems) = discover(config);
+    let (specs, problems) = discover_with(config, current);
     let mut next = PluginMap::new();
     let mut changes = Vec::new();
 
@@ -638,6 +638,7 @@ fn keep_running_settings(new: &mut Config, running: &Config) -> Vec<&'static str
     keep!(store.max_batch, "store.max_batch");
     keep!(plugins.max_instances, "plugins.max_instances");
     keep!(plugins.max_memory_bytes, "plugins.max_memory_mb");
+    keep!(plugins.memory_budget_bytes, "plugins.memory_budget_mb");
     keep!(plugins.pooling, "plugins.pooling");
     keep!(log.format, "log.format");
     changed
