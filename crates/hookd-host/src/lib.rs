@@ -14,8 +14,10 @@
 //!   that never answers).
 //! - **Deny by default.** WASI gets no filesystem, environment, arguments or sockets;
 //!   stdout/stderr are captured (capped) into the log. Outgoing HTTP goes through the standard
-//!   `wasi:http` interface, checked against the plugin's allow-list, with the resolved address
-//!   checked too (no loopback, private or link-local targets unless named explicitly).
+//!   `wasi:http` interface, checked against the plugin's allow-list; a name must resolve to
+//!   public addresses only (unless the origin is an IP literal or `localhost`, or the manifest
+//!   sets `http_allow_private_addresses`), and the connection goes to the address that was
+//!   checked, kept alive in the plugin's own pool (`outgoing`).
 //! - **Key-value storage is a seam.** [`KvStore`] is implemented by the daemon over its store,
 //!   namespaced per plugin.
 
