@@ -85,13 +85,21 @@ impl StoreReader {
         Ok(counts)
     }
 
-    /// Pending and dead deliveries per plugin: `(plugin, pending, dead)`, by plugin name.
-    pub fn open_deliveries_by_plugin(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    /// Pending and dead deliveries per plugin: `(plugin, pending, dead, oldest_due_ms)`, by
+    /// plugin name; `oldest_due_ms` is when the longest-waiting pending delivery came (or
+    /// comes) due, so `now - oldest_due_ms` is how far the plugin lags behind.
+    pub fn open_deliveries_by_plugin(
+        &self,
+    ) -> Result<Vec<(String, u64, u64, Option<i64>)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT plugin, sum(state = 'pending'), sum(state = 'dead') FROM deliveries
+            "SELECT plugin, sum(state = 'pending'), sum(state = 'dead'),
+                    min(CASE WHEN state = 'pending' THEN next_attempt_at_ms END)
+             FROM deliveries
              WHERE state IN ('pending', 'dead') GROUP BY plugin ORDER BY plugin",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, count(r, 1)?, count(r, 2)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, count(r, 1)?, count(r, 2)?, r.get(3)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -71,6 +71,7 @@ pub struct DeliveryMetrics {
     retries: Family<PluginLabel, Counter>,
     dead: Family<PluginLabel, Counter>,
     pending: Family<PluginLabel, Gauge>,
+    lag: Family<PluginLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl DeliveryMetrics {
@@ -83,6 +84,7 @@ impl DeliveryMetrics {
             retries: Family::default(),
             dead: Family::default(),
             pending: Family::default(),
+            lag: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("hookd");
         r.register(
@@ -109,6 +111,11 @@ impl DeliveryMetrics {
             "deliveries_pending",
             "Deliveries waiting (due or backing off), by plugin",
             m.pending.clone(),
+        );
+        r.register(
+            "delivery_lag_seconds",
+            "How long the longest-waiting due delivery of a plugin has waited past its due time",
+            m.lag.clone(),
         );
         m
     }
@@ -464,14 +471,30 @@ impl Dispatcher {
 
     async fn refresh_pending_gauge(&self) {
         let reader = self.reader.clone();
-        let counts = tokio::task::spawn_blocking(move || lock(&reader).pending_by_plugin()).await;
+        let counts =
+            tokio::task::spawn_blocking(move || lock(&reader).open_deliveries_by_plugin()).await;
         if let Ok(Ok(counts)) = counts {
             self.metrics.pending.clear();
-            for (plugin, n) in counts {
+            self.metrics.lag.clear();
+            // Every loaded plugin has a lag, 0 unless a delivery of it is overdue.
+            for plugin in self.registry.snapshot().keys() {
+                let label = PluginLabel {
+                    plugin: plugin.clone(),
+                };
+                self.metrics.lag.get_or_create(&label).set(0.0);
+            }
+            let now = now_ms();
+            for (plugin, pending, _, oldest_due) in counts {
+                let label = PluginLabel { plugin };
                 self.metrics
                     .pending
-                    .get_or_create(&PluginLabel { plugin })
-                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+                    .get_or_create(&label)
+                    .set(i64::try_from(pending).unwrap_or(i64::MAX));
+                let lag = oldest_due.map_or(0, |due| (now - due).max(0));
+                self.metrics
+                    .lag
+                    .get_or_create(&label)
+                    .set(lag as f64 / 1000.0);
             }
         }
     }

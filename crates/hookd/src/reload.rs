@@ -339,7 +339,10 @@ impl PluginsInfo {
             .collect()
     }
 
-    fn open_deliveries(&self) -> Result<Vec<(String, u64, u64)>, hookd_store::StoreError> {
+    #[allow(clippy::type_complexity)]
+    fn open_deliveries(
+        &self,
+    ) -> Result<Vec<(String, u64, u64, Option<i64>)>, hookd_store::StoreError> {
         let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
         if reader.is_none() {
             *reader = Some(StoreReader::open(&self.store_dir)?);
@@ -437,16 +440,20 @@ impl AdminInfo for PluginsInfo {
             Err(e) => return json!({ "error": e.to_string() }),
         };
         let loaded = self.registry.snapshot();
-        let (pending, dead) = rows
-            .iter()
-            .fold((0, 0), |(p, d), (_, pending, dead)| (p + pending, d + dead));
+        let (pending, dead) = rows.iter().fold((0, 0), |(p, d), (_, pending, dead, _)| {
+            (p + pending, d + dead)
+        });
+        let now = unix_ms(SystemTime::now()) as i64;
         let by_plugin: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(plugin, pending, dead)| {
+            .map(|(plugin, pending, dead, oldest_due)| {
                 json!({
                     "plugin": plugin,
                     "pending": pending,
                     "dead": dead,
+                    // How long the longest-waiting due delivery has waited: the plugin's lag
+                    // behind ingest (0 when nothing is overdue).
+                    "lag_seconds": oldest_due.map_or(0.0, |due| (now - due).max(0) as f64 / 1000.0),
                     // Pending deliveries of a plugin that is not loaded wait for it (paused).
                     "paused": !loaded.contains_key(plugin) && *pending > 0,
                 })
@@ -613,6 +620,8 @@ pub fn ingest_limits(config: &Config) -> IngestLimits {
         max_json_depth: config.server.max_json_depth,
         body_read_timeout: config.server.body_read_timeout,
         retry_after: config.server.retry_after,
+        max_inflight_body_bytes: config.server.max_inflight_body_bytes,
+        max_inflight_body_bytes_per_client: config.server.max_inflight_body_bytes_per_client,
     }
 }
 
@@ -630,12 +639,17 @@ fn keep_running_settings(new: &mut Config, running: &Config) -> Vec<&'static str
     }
     keep!(server.listen, "server.listen");
     keep!(server.max_connections, "server.max_connections");
+    keep!(
+        server.max_connections_per_client,
+        "server.max_connections_per_client"
+    );
     keep!(server.header_read_timeout, "server.header_read_timeout_ms");
     keep!(admin.listen, "admin.listen");
     keep!(store.dir, "store.dir");
     keep!(store.dedup_window, "store.dedup_window_secs");
     keep!(store.queue_capacity, "store.queue_capacity");
     keep!(store.max_batch, "store.max_batch");
+    keep!(store.queue_max_bytes, "store.queue_max_bytes");
     keep!(plugins.max_instances, "plugins.max_instances");
     keep!(plugins.max_memory_bytes, "plugins.max_memory_mb");
     keep!(plugins.memory_budget_bytes, "plugins.memory_budget_mb");

@@ -150,10 +150,11 @@ pub fn render(s: &Value, now_ms: u64) -> String {
         for p in d["by_plugin"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 out,
-                "  {:<20} {} pending, {} dead{}",
+                "  {:<20} {} pending, {} dead, {:.1} s behind{}",
                 p["plugin"].as_str().unwrap_or("?"),
                 n(&p["pending"]),
                 n(&p["dead"]),
+                p["lag_seconds"].as_f64().unwrap_or(0.0),
                 if p["paused"] == true {
                     " (paused: plugin not loaded)"
                 } else {

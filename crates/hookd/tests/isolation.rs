@@ -92,6 +92,12 @@ fn plugins_run_on_their_own_lower_priority_threads() {
         ingest.iter().all(|(_, nice)| *nice == 0),
         "listener threads keep their priority: {all:?}"
     );
+    // The lag is visible as a metric for every loaded plugin.
+    wait_until("the lag metric is published", WAIT, || {
+        daemon
+            .metrics()
+            .contains("hookd_delivery_lag_seconds{plugin=\"busy\"}")
+    });
     // Whatever the plugin costs, everything acknowledged is delivered afterwards.
     wait_until("200 deliveries done", WAIT, || {
         let d = deliveries(&env.store_dir());
@@ -170,6 +176,20 @@ fn a_graceful_stop_does_not_count_the_attempt_it_cut_short() {
             .iter()
             .any(|l| l.contains("attempt 1 started"))
     });
+    // While it runs, /status shows the plugin behind by the time the delivery has waited.
+    let status: serde_json::Value = common::client()
+        .get(daemon.admin_url("/status"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let stall = &status["deliveries"]["by_plugin"][0];
+    assert_eq!(stall["plugin"], "stall", "{status}");
+    assert_eq!(stall["pending"], 1, "{status}");
+    assert!(
+        stall["lag_seconds"].as_f64().is_some_and(|s| s >= 0.0),
+        "{status}"
+    );
     assert!(daemon.stop().success());
     let (state, attempts, _) = delivery(&env, "patient", "stall").unwrap();
     assert_eq!((state.as_str(), attempts), ("pending", 0));
@@ -220,14 +240,16 @@ fn host_memory_a_plugin_causes_stays_within_its_limits() {
         &env,
         "big",
         wasm::FIXTURE_HOST_RESOURCES,
-        "events = [\"message.created\"]\n[limits]\nmemory_mb = 16\n[retry]\nmax_attempts = 1\n",
+        "events = [\"message.created\"]\n[limits]\nmemory_mb = 16\ntimeout_ms = 60000\n\
+         [retry]\nmax_attempts = 1\n",
     );
     // 8 KiB values, kept: the resource table fills (1,024 entries) and the delivery ends.
     install_plugin(
         &env,
         "many",
         wasm::FIXTURE_HOST_RESOURCES,
-        "events = [\"contact.created\"]\n[limits]\nmemory_mb = 16\n[retry]\nmax_attempts = 1\n\
+        "events = [\"contact.created\"]\n[limits]\nmemory_mb = 16\ntimeout_ms = 60000\n\
+         [retry]\nmax_attempts = 1\n\
          [config]\nvalue_bytes = \"8192\"\n",
     );
     install_plugin(&env, "logger", wasm::LOGGER, "events = [\"*\"]\n");
