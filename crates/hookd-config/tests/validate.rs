@@ -84,3 +84,41 @@ fn secrets_never_appear_in_errors() {
     .unwrap_err();
     assert!(!errors.to_string().contains("tiny-secret"), "{errors}");
 }
+
+#[test]
+fn edge_limits_default_to_a_quarter_share_per_client_and_refuse_what_cannot_take_one_body() {
+    let config = Config::from_toml(
+        "[verify]\nsecrets = [\"0123456789abcdef0123\"]\n",
+        Some(Path::new("hookd.toml")),
+    )
+    .unwrap();
+    assert_eq!(config.server.max_connections_per_client, 256);
+    assert_eq!(config.server.max_inflight_body_bytes, 64 << 20);
+    assert_eq!(config.server.max_inflight_body_bytes_per_client, 16 << 20);
+    assert_eq!(config.store.queue_max_bytes, 64 << 20);
+
+    // The per-client body share follows the connection share, and is never less than one
+    // whole body.
+    let config = Config::from_toml(
+        "[server]\nmax_connections = 100\nmax_connections_per_client = 1\n\
+         [verify]\nsecrets = [\"0123456789abcdef0123\"]\n",
+        Some(Path::new("hookd.toml")),
+    )
+    .unwrap();
+    assert_eq!(config.server.max_inflight_body_bytes_per_client, 1 << 20);
+
+    let text = "[server]\nmax_connections = 10\nmax_connections_per_client = 11\n\
+                max_body_bytes = 2048\nmax_inflight_body_bytes = 1000\n\
+                [verify]\nsecrets = [\"0123456789abcdef0123\"]\n\
+                [store]\nqueue_max_bytes = 2047\n";
+    let errors = Config::from_toml(text, Some(Path::new("hookd.toml"))).unwrap_err();
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "hookd.toml:3:30: `server.max_connections_per_client`: must be between 1 and 10, got 11",
+            "hookd.toml:5:27: `server.max_inflight_body_bytes`: must be at least `server.max_body_bytes` (2048), or a body that size could never be taken; got 1000",
+            "hookd.toml:9:19: `store.queue_max_bytes`: must be at least `server.max_body_bytes` (2048), or a body that size could never be taken; got 2047",
+        ]
+    );
+}

@@ -11,7 +11,14 @@
 //! - **Our own accept loop.** warp's `serve` builds hyper without a timer, which silently
 //!   disables hyper's header-read timeout. [`listener::serve`] drives hyper's HTTP/1 connection
 //!   builder directly, with a [`hyper_util::rt::TokioTimer`], a header-read timeout, a cap on
-//!   concurrent connections, and graceful shutdown. The routes are still warp filters.
+//!   concurrent connections and a share of them per client address, and graceful shutdown.
+//!   The routes are still warp filters.
+//! - **What a client can make the daemon hold is bounded.** Connections per client, body
+//!   bytes in flight (all clients, and per client), hyper's read buffer per connection; a
+//!   limit reached is a reset connection or a 503 with `Retry-After`, never an allocation
+//!   sized by what the client declared.
+//! - **Rejections are counted exactly and logged in aggregate** ([`rejections`]): a flood
+//!   costs a counter increment per request, and one log line per reason per second.
 //! - **Subscriptions are a seam.** The server asks a [`Subscriptions`] which plugins want an
 //!   event, so their deliveries are created in the same transaction as the event; the plugin
 //!   host implements it.
@@ -20,6 +27,7 @@ pub mod admin;
 pub mod ingest;
 pub mod listener;
 pub mod metrics;
+pub mod rejections;
 
 use std::sync::Arc;
 
@@ -27,8 +35,8 @@ use hookd_core::EventType;
 use hookd_store::NewEvent;
 
 pub use admin::{AdminInfo, AdminState, admin_routes};
-pub use ingest::{IngestLimits, IngestState, ingest_routes};
-pub use listener::{ListenerSettings, PeerAddr, serve};
+pub use ingest::{InflightBodies, IngestLimits, IngestState, ingest_routes};
+pub use listener::{Client, ClientShare, ListenerSettings, PeerAddr, serve};
 pub use metrics::IngestMetrics;
 
 /// Which plugins want an event. Asked once per accepted event, on the request path: keep it

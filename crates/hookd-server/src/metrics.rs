@@ -1,6 +1,7 @@
 //! The ingest listener's metrics.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,13 +11,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::rejections::RejectionLog;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
 /// Every `reason` label `hookd_requests_rejected_total` can carry.
-pub const REASONS: [&str; 13] = [
+pub const REASONS: [&str; 14] = [
     "missing_signature",
     "bad_signature",
     "too_large",
@@ -25,6 +28,7 @@ pub const REASONS: [&str; 13] = [
     "bad_envelope",
     "body_timeout",
     "body_error",
+    "body_budget",
     "not_found",
     "method_not_allowed",
     "queue_full",
@@ -45,6 +49,10 @@ pub struct IngestMetrics {
     pub requests_rejected: Family<ReasonLabel, Counter>,
     /// Time from the request's arrival to its answer, for acknowledged events.
     pub ingest_seconds: Histogram,
+    /// Connections closed at once because their client held its share of the slots.
+    pub connections_refused: Counter,
+    /// Rejections written to the log in aggregate.
+    log: RejectionLog,
     /// The latest rejections, newest last, for `GET /status`.
     recent: Arc<Mutex<VecDeque<Rejection>>>,
 }
@@ -68,6 +76,8 @@ impl IngestMetrics {
             requests_rejected: Family::default(),
             recent: Arc::default(),
             ingest_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            connections_refused: Counter::default(),
+            log: RejectionLog::default(),
         };
         let r = registry.sub_registry_with_prefix("hookd");
         r.register(
@@ -95,6 +105,12 @@ impl IngestMetrics {
             "Time from request arrival to the 2xx answer, durable enqueue included",
             m.ingest_seconds.clone(),
         );
+        r.register(
+            "connections_refused",
+            "Ingest connections closed at once because their client address held its share of \
+             the connection slots (server.max_connections_per_client)",
+            m.connections_refused.clone(),
+        );
         // Start every reason at zero so alerts and rates see them before the first rejection.
         for reason in REASONS {
             drop(m.requests_rejected.get_or_create(&ReasonLabel { reason }));
@@ -102,6 +118,20 @@ impl IngestMetrics {
         m
     }
 
+    /// Counts a refused request exactly and logs it in aggregate (see [`crate::rejections`]):
+    /// only its reason, client address and size, never its content.
+    pub fn refuse(&self, reason: &'static str, peer: Option<SocketAddr>, size: Option<u64>) {
+        self.reject(reason);
+        self.log.record(reason, peer, size);
+    }
+
+    /// Counts a connection closed because its client held its share of the slots.
+    pub fn refuse_connection(&self, peer: SocketAddr) {
+        self.connections_refused.inc();
+        self.log.record("too_many_connections", Some(peer), None);
+    }
+
+    /// Counts a refused request, without logging it.
     pub fn reject(&self, reason: &'static str) {
         self.requests_rejected
             .get_or_create(&ReasonLabel { reason })

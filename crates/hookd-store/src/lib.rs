@@ -22,10 +22,12 @@
 //! - **Bounded ingest, never-refused internal writes.** The brief for this crate asked for a
 //!   bounded `sync_channel` with `try_send`; instead the channel is unbounded and *ingest*
 //!   requests are counted against `queue_capacity` with an atomic, refused at once with
-//!   [`IngestError::QueueFull`] when it is reached. Delivery results and key-value writes
-//!   travel the same channel but are not counted: a burst of webhooks must not make the
-//!   dispatcher lose the record of a finished delivery (it would run again). Their number is
-//!   bounded by the dispatcher's and plugins' own concurrency.
+//!   [`IngestError::QueueFull`] when it is reached; their bytes are counted too, against
+//!   `queue_max_bytes`, and given back only once their commit is over, so the events the
+//!   writer holds stay bounded in memory as well as in number. Delivery results and
+//!   key-value writes travel the same channel but are not counted: a burst of webhooks must
+//!   not make the dispatcher lose the record of a finished delivery (it would run again).
+//!   Their number is bounded by the dispatcher's and plugins' own concurrency.
 //! - **Durable means fsync'd.** WAL journal with `synchronous=FULL`: a committed transaction
 //!   survives a power cut, not just a crash. WAL also lets readers (the admin listener, the
 //!   CLI in another process) read while the writer writes.
@@ -72,8 +74,8 @@
 //!
 //! # Metrics
 //! `hookd_store_commit_seconds` (histogram, 50 µs to 1.6 s), `hookd_store_batch_events`
-//! (histogram of events per commit), `hookd_store_queue_depth` (gauge),
-//! `hookd_store_commit_errors_total` (counter).
+//! (histogram of events per commit), `hookd_store_queue_depth` and `hookd_store_queue_bytes`
+//! (gauges), `hookd_store_commit_errors_total` (counter).
 
 mod deliveries;
 mod error;
@@ -119,6 +121,9 @@ pub struct StoreConfig {
     pub queue_capacity: usize,
     /// Most writes in one commit. Default 512.
     pub max_batch: usize,
+    /// Bytes of events (see [`NewEvent::queued_bytes`]) waiting for or in a commit before
+    /// ingest answers `QueueFull`, whatever their number. Default 64 MiB.
+    pub queue_max_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -128,6 +133,7 @@ impl Default for StoreConfig {
             dedup_window: Duration::from_secs(7 * 24 * 3600),
             queue_capacity: 4096,
             max_batch: 512,
+            queue_max_bytes: 64 << 20,
         }
     }
 }
@@ -145,6 +151,18 @@ pub struct NewEvent {
     pub deliveries: Vec<Arc<str>>,
 }
 
+impl NewEvent {
+    /// What the event holds in memory while it waits for the writer, as counted against
+    /// [`StoreConfig::queue_max_bytes`].
+    pub fn queued_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.id.len()
+            + self.event_type.len()
+            + self.payload.len()
+            + self.deliveries.iter().map(|d| d.len() + 16).sum::<usize>()
+    }
+}
+
 /// What storing an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ingested {
@@ -157,6 +175,9 @@ struct Shared {
     tx: Mutex<Option<Sender<Command>>>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
+    /// Bytes of the ingest requests queued or in a commit; released by the writer.
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
     /// For key-value reads, which need no writer.
     kv_reader: Mutex<Option<StoreReader>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -190,6 +211,7 @@ impl Store {
         let running = Arc::new(AtomicBool::new(true));
         let commits = Arc::new(AtomicU64::new(0));
         let queued = Arc::new(AtomicUsize::new(0));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let writer = Writer::new(
             conn,
             schema::db_path(&config.dir),
@@ -200,6 +222,7 @@ impl Store {
                 running: running.clone(),
                 commits: commits.clone(),
                 queued: queued.clone(),
+                queued_bytes: queued_bytes.clone(),
             },
         );
         let thread = std::thread::Builder::new()
@@ -218,6 +241,8 @@ impl Store {
                 tx: Mutex::new(Some(tx.clone())),
                 queued,
                 capacity: config.queue_capacity.max(1),
+                queued_bytes,
+                max_bytes: config.queue_max_bytes,
                 kv_reader: Mutex::new(None),
                 thread: Mutex::new(Some(thread)),
                 running,
@@ -246,11 +271,23 @@ impl Store {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(IngestError::QueueFull);
         }
+        // Bounded in bytes too: a few thousand large events must not take the memory that a
+        // few thousand small ones would not. An event alone in the queue always fits.
+        let bytes = event.queued_bytes();
+        let before = self.shared.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before > 0 && before + bytes > self.shared.max_bytes {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(IngestError::QueueFull);
+        }
         let (reply, answer) = oneshot::channel();
         self.shared.metrics.queue_depth.inc();
+        self.shared.metrics.queue_bytes.inc_by(bytes as i64);
         if self.tx.send(Command::Ingest { event, reply }).is_err() {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             self.shared.metrics.queue_depth.dec();
+            self.shared.metrics.queue_bytes.dec_by(bytes as i64);
             return Err(IngestError::Closed);
         }
         Ok(async move {
@@ -368,6 +405,11 @@ impl Store {
     /// Events waiting in the ingest queue.
     pub fn queue_len(&self) -> usize {
         self.shared.queued.load(Ordering::Acquire)
+    }
+
+    /// Bytes of the events waiting in the ingest queue or in the commit under way.
+    pub fn queue_bytes(&self) -> usize {
+        self.shared.queued_bytes.load(Ordering::Acquire)
     }
 
     /// Transactions committed since the store opened.

@@ -10,6 +10,7 @@ pub(crate) struct StoreMetrics {
     pub commit_seconds: Histogram,
     pub batch_events: Histogram,
     pub queue_depth: Gauge,
+    pub queue_bytes: Gauge,
     pub commit_errors: Counter,
 }
 
@@ -20,6 +21,7 @@ impl StoreMetrics {
             commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             batch_events: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             queue_depth: Gauge::default(),
+            queue_bytes: Gauge::default(),
             commit_errors: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("hookd_store");
@@ -37,6 +39,11 @@ impl StoreMetrics {
             "queue_depth",
             "Events waiting for the store writer",
             m.queue_depth.clone(),
+        );
+        r.register(
+            "queue_bytes",
+            "Bytes of the events waiting for the store writer or in its commit",
+            m.queue_bytes.clone(),
         );
         r.register(
             "commit_errors",

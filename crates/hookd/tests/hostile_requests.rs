@@ -24,7 +24,9 @@ fn healthy(daemon: &common::Daemon) -> bool {
 
 #[test]
 fn thousands_of_idle_connections_are_cut_off_and_genuine_events_still_get_through() {
-    let env = Env::new("max_connections = 512\nheader_read_timeout_ms = 1000");
+    let env = Env::new(
+        "max_connections = 512\nmax_connections_per_client = 512\nheader_read_timeout_ms = 1000",
+    );
     let daemon = env.start();
     let idle: Vec<TcpStream> = (0..3000)
         .filter_map(|_| TcpStream::connect(daemon.ingest).ok())

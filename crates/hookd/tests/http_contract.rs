@@ -350,7 +350,9 @@ fn a_client_stalling_its_body_gets_408() {
 
 #[test]
 fn connections_beyond_the_cap_wait_for_a_free_slot() {
-    let env = Env::new("max_connections = 2\nheader_read_timeout_ms = 60000");
+    let env = Env::new(
+        "max_connections = 2\nmax_connections_per_client = 2\nheader_read_timeout_ms = 60000",
+    );
     let daemon = env.start();
     // Two idle connections take both slots.
     let first = TcpStream::connect(daemon.ingest).unwrap();
