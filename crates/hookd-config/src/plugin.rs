@@ -591,34 +591,40 @@ fn apply_caps(
     spec: &mut PluginSpec,
     report: &mut dyn FnMut(&str, std::ops::Range<usize>, String),
 ) {
+    // Returns whether it refused the value.
     let mut cap = |key: &str,
                    written: &Option<Spanned<u64>>,
                    value: &mut u64,
                    ceiling: u64,
                    ceiling_key: &str| {
         if *value <= ceiling {
-            return;
+            return false;
         }
         match written {
             // Out of its own bounds: already reported, and `value` is the default.
             Some(v) if *v.get_ref() != *value => *value = ceiling,
-            Some(v) => report(
-                key,
-                v.span(),
-                format!(
-                    "{} exceeds `plugins.{ceiling_key}` = {ceiling}, the ceiling for every \
-                     plugin; lower it, or raise the ceiling in the main config",
-                    v.get_ref()
-                ),
-            ),
+            Some(v) => {
+                report(
+                    key,
+                    v.span(),
+                    format!(
+                        "{} exceeds `plugins.{ceiling_key}` = {ceiling}, the ceiling for every \
+                         plugin; lower it, or raise the ceiling in the main config",
+                        v.get_ref()
+                    ),
+                );
+                return true;
+            }
             None => *value = ceiling,
         }
+        false
     };
     let (limits, c) = (&raw.limits, &raw.capabilities);
 
     let mut memory_mb = spec.limits.memory_bytes >> 20;
     let max_memory_mb = caps.max_memory_bytes >> 20;
-    cap(
+    // A limit refused already: the budget check below would only repeat it.
+    let mut refused = cap(
         "limits.memory_mb",
         &limits.memory_mb,
         &mut memory_mb,
@@ -627,7 +633,7 @@ fn apply_caps(
     );
     spec.limits.memory_bytes = memory_mb << 20;
     let mut concurrency = spec.limits.concurrency as u64;
-    cap(
+    refused |= cap(
         "limits.concurrency",
         &limits.concurrency,
         &mut concurrency,
@@ -710,7 +716,7 @@ fn apply_caps(
     // Its own worst case must fit the memory budget, whatever else is loaded.
     let instance = crate::budget::instance_bytes(spec);
     let fitting = caps.memory_budget_bytes / instance.max(1);
-    if concurrency.min(caps.max_instances.into()) > fitting {
+    if !refused && concurrency.min(caps.max_instances.into()) > fitting {
         if limits.concurrency.is_none() && fitting >= 1 {
             concurrency = fitting;
         } else {

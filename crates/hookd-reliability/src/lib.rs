@@ -183,13 +183,15 @@ fn write_files(settings: &CrashSettings) -> anyhow::Result<()> {
         dir.join("hookd.toml"),
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [verify]\nsecrets = [\"file:secret\"]\n\n[store]\ndir = \"state\"\n\n\
-         [plugins]\ndir = \"plugins\"\n\n[log]\nformat = \"json\"\nfilter = \"warn\"\n",
+         [plugins]\ndir = \"plugins\"\n\
+         # The recorder keeps a key per attempt of every event: more than the default ceilings.\n\
+         max_kv_keys = 10000000\nmax_kv_mb = 16384\n\n[log]\nformat = \"json\"\nfilter = \"warn\"\n",
     )?;
     std::fs::copy(&settings.plugin, plugins.join("recorder.wasm"))
         .with_context(|| format!("cannot copy the plugin {}", settings.plugin.display()))?;
     std::fs::write(
         plugins.join("recorder.toml"),
-        "events = [\"*\"]\n[limits]\nconcurrency = 16\n[capabilities]\nkv = true\nkv_max_keys = 10000000\n",
+        "events = [\"*\"]\n[limits]\nconcurrency = 16\n[capabilities]\nkv = true\nkv_max_keys = 10000000\nkv_max_value_bytes = 8\n",
     )?;
     Ok(())
 }
