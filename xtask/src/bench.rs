@@ -533,6 +533,22 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "- the store's disk: 8 KiB written and fdatasync'd in p50 {:.2} ms, p99 {:.2} ms",
         disk_sync.0, disk_sync.1
     );
+    // The outgoing-HTTP row: its own unit (a plugin's requests out), its own small table.
+    let quick = settings.requests < Settings::full().requests;
+    let outgoing = match crate::bench_outgoing::measure(&paths, quick, &mut built) {
+        Ok(figures) => {
+            crate::bench_outgoing::print(&figures);
+            if let Err(missed) = crate::bench_outgoing::check(&figures) {
+                println!("- {missed:#}");
+            }
+            Ok(figures)
+        }
+        Err(e) => {
+            interrupted()?;
+            eprintln!("bench: the outgoing HTTP row failed: {e:#}");
+            Err(format!("{e:#}"))
+        }
+    };
     let out = paths.runs().join("ingest.json");
     let results = json!({
         "machine": machine,
@@ -549,6 +565,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "duration_secs": settings.duration_secs,
         },
         "results": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+        "outgoing": match &outgoing {
+            Ok(figures) => figures.clone(),
+            Err(why) => json!({ "failed": why }),
+        },
     });
     std::fs::write(&out, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("cannot write {}", out.display()))?;
@@ -558,6 +578,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         begun.elapsed().as_secs_f64()
     );
 
+    if let Err(why) = &outgoing {
+        bail!("the outgoing HTTP row failed: {why}");
+    }
     let failed: Vec<_> = rows.iter().filter(|r| r.is_failure()).collect();
     if !failed.is_empty() {
         bail!(

@@ -8,6 +8,9 @@
 //! - `cargo xtask bench [--quick] [--connections N,N...]`: the ingest benchmark, every system
 //!   one after another on loopback in the same run, with the same load generator; prints one
 //!   table and writes `target/bench/ingest.json`.
+//! - `cargo xtask bench outgoing [--quick]`: only its outgoing-HTTP row (a plugin's requests/s
+//!   against a plain keep-alive client to the same local server); writes
+//!   `target/bench/outgoing.json`.
 //! - `cargo xtask bench reload`: plugin reload latency and restart-to-ready time with 20
 //!   plugins, cold and with the compiled-code cache; writes `target/bench/reload.json`.
 //! - `cargo xtask bench all`: both, then the per-delivery host overhead (criterion): every
@@ -16,6 +19,7 @@
 //!   the negative control (a build that acknowledges before committing must be caught).
 
 mod bench;
+mod bench_outgoing;
 mod dist;
 mod plugins;
 mod reliability;
@@ -27,6 +31,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("bench") if args.get(1).is_some_and(|a| a == "reload") => bench::reload(&args[2..]),
         Some("bench") if args.get(1).is_some_and(|a| a == "all") => bench::all(&args[2..]),
+        Some("bench") if args.get(1).is_some_and(|a| a == "outgoing") => {
+            bench_outgoing::run(&args[2..])
+        }
         Some("bench") => bench::run(&args[1..]),
         Some("dist") => dist::run(),
         Some("plugins") => plugins::build().map(drop),
@@ -34,7 +41,7 @@ fn main() -> ExitCode {
         Some("run") => plugins::run(),
         _ => {
             eprintln!(
-                "usage: cargo xtask run | plugins | dist | bench [--quick] [--connections N,N...] | bench reload | bench all | reliability [--loops N]"
+                "usage: cargo xtask run | plugins | dist | bench [--quick] [--connections N,N...] | bench outgoing [--quick] | bench reload | bench all | reliability [--loops N]"
             );
             return ExitCode::from(2);
         }

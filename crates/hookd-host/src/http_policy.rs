@@ -152,15 +152,12 @@ impl WasiHttpHooks for HttpPolicy {
         drop(fut);
         let uri = request.uri().clone();
         let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
-        let host = uri
-            .host()
-            .unwrap_or_default()
-            .trim_matches(['[', ']'])
-            .to_ascii_lowercase();
+        let written = uri.host().unwrap_or_default().to_ascii_lowercase();
         let port = uri
             .port_u16()
             .unwrap_or(if scheme == "https" { 443 } else { 80 });
-        let Some(origin) = self.allow.iter().find(|o| o.allows(&scheme, &host, port)) else {
+        let host = written.trim_matches(['[', ']']).to_owned();
+        let Some(origin) = allowing(&self.allow, &scheme, &written, port) else {
             warn!(plugin = %self.plugin, %scheme, %host, port, "outgoing request refused: origin not allowed");
             return Box::new(async { Err(Error::HttpRequestDenied) });
         };
@@ -255,6 +252,12 @@ impl WasiHttpHooks for HttpPolicy {
             ))
         })
     }
+}
+
+/// The first origin of `allow` that allows `scheme://host:port`, `host` as the URI writes it
+/// (an IPv6 literal in brackets, as origins write it too).
+fn allowing<'a>(allow: &'a [Origin], scheme: &str, host: &str, port: u16) -> Option<&'a Origin> {
+    allow.iter().find(|o| o.allows(scheme, host, port))
 }
 
 /// A request body that fails once it has produced more than [`MAX_REQUEST_BODY_BYTES`].
@@ -533,6 +536,20 @@ pub(crate) fn describe(ip: IpAddr) -> String {
 mod tests {
     use super::*;
     use AddressClass::*;
+
+    #[test]
+    fn origins_match_as_written_ipv6_literals_included() {
+        let allow: Vec<Origin> = ["http://[::1]:8080", "https://*.example.com"]
+            .iter()
+            .map(|o| Origin::parse(o).unwrap())
+            .collect();
+        let first = allowing(&allow, "http", "[::1]", 8080).unwrap();
+        assert!(first.names_host_literally());
+        let wildcard = allowing(&allow, "https", "api.example.com", 443).unwrap();
+        assert!(!wildcard.names_host_literally());
+        assert!(allowing(&allow, "http", "[::2]", 8080).is_none());
+        assert!(allowing(&allow, "https", "example.com", 443).is_none());
+    }
 
     #[test]
     fn address_classes() {

@@ -204,6 +204,10 @@ fn connections_are_reused_across_deliveries() {
     let (requests, connections) = (server.requests(), server.accepted());
     assert_eq!(requests, 500);
     let reused = 1.0 - connections as f64 / requests as f64;
+    eprintln!(
+        "{requests} requests over 25 deliveries on {connections} connections: {:.1}% reused",
+        reused * 100.0
+    );
     assert!(
         reused >= 0.9,
         "{connections} connections for {requests} requests: {:.1}% reused",
@@ -269,6 +273,11 @@ fn a_request_flood_is_capped_and_the_daemon_keeps_serving() {
         "{logs}"
     );
     let max = server.seen.max_active.load(Ordering::SeqCst);
+    eprintln!(
+        "{} requests over {} connections, at most {max} at once",
+        server.requests(),
+        server.accepted()
+    );
     assert!(max <= 64, "{max} requests of one plugin at once");
     // The refusals are logged once per delivery, not once per request.
     assert_eq!(

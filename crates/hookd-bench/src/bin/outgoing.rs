@@ -1,0 +1,378 @@
+//! `hookd-outgoing-bench`: a plugin's outgoing HTTP requests per second against a local
+//! keep-alive server, next to a plain keep-alive client (`hookd-loadgen`) against the same
+//! server, in the same run, with the share of requests that went on a reused connection.
+//!
+//! The server (the sink) runs in this process: HTTP/1.1 with keep-alive, an empty `{}` answer,
+//! counting the TCP connections it accepts and the requests it answers. Both sides are
+//! measured by the sink alike: requests per second from the request that ends the warm-up
+//! (the first tenth) to the last one, and reuse as `1 - connections / requests`.
+//! - **Plain client:** `hookd-loadgen` with `--connections` keep-alive connections sends
+//!   `--requests` requests to the sink.
+//! - **Plugin:** hookd (a release build, its own temp folder) with the `http-poster` fixture,
+//!   `concurrency` = `--connections`, each delivery POSTing `--requests-per-event` requests to
+//!   the sink; `hookd-loadgen` sends the events (`--requests` / `--requests-per-event` of them)
+//!   to hookd's ingest, and the sink counts what the plugin sends.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Measure a plugin's outgoing requests/s against a plain keep-alive client to the same local server"
+)]
+struct Args {
+    /// The hookd binary (a release build).
+    #[arg(long)]
+    hookd: PathBuf,
+    /// The load generator (a release build of hookd-loadgen).
+    #[arg(long)]
+    loadgen: PathBuf,
+    /// The `http-poster` fixture component.
+    #[arg(long)]
+    plugin: PathBuf,
+    /// Concurrent requests on each side: the plain client's connections, the plugin's
+    /// concurrent deliveries (each sends its requests one after another).
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Requests sent to the sink on each side.
+    #[arg(long, default_value_t = 100_000)]
+    requests: u64,
+    /// Requests one delivery of the plugin sends.
+    #[arg(long, default_value_t = 20)]
+    requests_per_event: u64,
+    /// Where the temporary daemon folder goes (default: the system's temp folder).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Write the figures as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+const SECRET: &str = "hookd-bench-secret-0123456789abcdef";
+/// The longest either side may take to send all its requests.
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// What the sink saw since it was last reset.
+#[derive(Default)]
+struct Counts {
+    accepted: AtomicU64,
+    requests: AtomicU64,
+    /// Nanoseconds since `epoch` at which the request ending the warm-up was answered, and
+    /// the last one.
+    warm_at: AtomicU64,
+    last_at: AtomicU64,
+    /// The request count that ends the warm-up.
+    warm_mark: AtomicU64,
+}
+
+struct Sink {
+    addr: SocketAddr,
+    counts: Arc<Counts>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Sink {
+    fn start() -> anyhow::Result<Sink> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("sink")
+            .build()?;
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        let counts = Arc::new(Counts::default());
+        let epoch = Instant::now();
+        let seen = counts.clone();
+        runtime.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                seen.accepted.fetch_add(1, Ordering::Relaxed);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let seen = seen.clone();
+                            async move {
+                                use http_body_util::BodyExt as _;
+                                let _ = req.into_body().collect().await;
+                                let n = seen.requests.fetch_add(1, Ordering::Relaxed) + 1;
+                                let now = epoch.elapsed().as_nanos() as u64;
+                                if n == seen.warm_mark.load(Ordering::Relaxed) {
+                                    seen.warm_at.store(now, Ordering::Relaxed);
+                                }
+                                seen.last_at.fetch_max(now, Ordering::Relaxed);
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from_static(b"{}")),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Sink {
+            addr,
+            counts,
+            _runtime: runtime,
+        })
+    }
+
+    /// Forgets what was counted; the request numbered `warm_mark` ends the next warm-up.
+    fn reset(&self, warm_mark: u64) {
+        let c = &self.counts;
+        c.warm_mark.store(warm_mark, Ordering::Relaxed);
+        for counter in [&c.accepted, &c.requests, &c.warm_at, &c.last_at] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.counts.requests.load(Ordering::Relaxed)
+    }
+
+    /// The figures of one side, once `expected` requests were answered.
+    fn figures(&self, expected: u64) -> anyhow::Result<serde_json::Value> {
+        let c = &self.counts;
+        let requests = c.requests.load(Ordering::Relaxed);
+        let accepted = c.accepted.load(Ordering::Relaxed);
+        let warm_mark = c.warm_mark.load(Ordering::Relaxed);
+        let seconds = (c
+            .last_at
+            .load(Ordering::Relaxed)
+            .saturating_sub(c.warm_at.load(Ordering::Relaxed))) as f64
+            / 1e9;
+        if requests < expected || seconds <= 0.0 {
+            bail!("the sink answered {requests} of {expected} requests");
+        }
+        Ok(json!({
+            "requests": requests,
+            "connections": accepted,
+            "reused_share": 1.0 - accepted as f64 / requests as f64,
+            "measured_requests": requests - warm_mark,
+            "seconds": seconds,
+            "requests_per_sec": (requests - warm_mark) as f64 / seconds,
+        }))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    // The daemon runs in its own folder: make the paths independent of ours.
+    for path in [&mut args.hookd, &mut args.loadgen, &mut args.plugin] {
+        *path = path
+            .canonicalize()
+            .with_context(|| format!("cannot find {}", path.display()))?;
+    }
+    if args.requests_per_event == 0 || args.requests < 10 * args.requests_per_event {
+        bail!("--requests must be at least ten times --requests-per-event");
+    }
+    let parent = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => std::env::temp_dir(),
+    };
+    let work = tempfile::tempdir_in(&parent)?;
+    std::fs::write(work.path().join("secret"), SECRET)?;
+    let sink = Sink::start()?;
+    let url = format!("http://{}", sink.addr);
+    let warm = args.requests / 10;
+
+    // The plain keep-alive client.
+    sink.reset(warm);
+    let report = loadgen(
+        &args.loadgen,
+        &work.path().join("secret"),
+        &format!("{url}/plain"),
+        args.connections,
+        args.requests,
+    )?;
+    if report["non_2xx"].as_u64() != Some(0) || report["errors"].as_u64() != Some(0) {
+        bail!("the plain client had failures: {report}");
+    }
+    let plain = sink.figures(args.requests)?;
+    eprintln!("outgoing bench: plain client: {plain}");
+
+    // The plugin in hookd.
+    let events = args.requests / args.requests_per_event;
+    let expected = events * args.requests_per_event;
+    sink.reset(warm);
+    let plugins = work.path().join("plugins");
+    std::fs::create_dir_all(&plugins)?;
+    std::fs::copy(&args.plugin, plugins.join("poster.wasm"))
+        .with_context(|| format!("cannot copy {}", args.plugin.display()))?;
+    std::fs::write(
+        plugins.join("poster.toml"),
+        format!(
+            "events = [\"*\"]\n[limits]\nconcurrency = {}\ntimeout_ms = 60000\n\
+             [capabilities]\nhttp = [\"{url}\"]\n\
+             [config]\nurl = \"{url}/plugin\"\nrequests = \"{}\"\n",
+            args.connections, args.requests_per_event
+        ),
+    )?;
+    std::fs::write(
+        work.path().join("hookd.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [verify]\nsecrets = [\"file:secret\"]\n[store]\ndir = \"state\"\n\
+         [plugins]\ndir = \"plugins\"\n[log]\nformat = \"json\"\nfilter = \"info\"\n",
+    )?;
+    let daemon = Daemon::start(&args.hookd, work.path())?;
+    let report = loadgen(
+        &args.loadgen,
+        &work.path().join("secret"),
+        &format!("http://{}/webhooks", daemon.ingest),
+        4,
+        events,
+    )?;
+    if report["non_2xx"].as_u64() != Some(0) || report["errors"].as_u64() != Some(0) {
+        bail!("sending the events to hookd had failures: {report}");
+    }
+    let started = Instant::now();
+    while sink.requests() < expected {
+        if started.elapsed() > LIMIT {
+            bail!(
+                "the plugin sent {} of {expected} requests within {LIMIT:?}",
+                sink.requests()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let plugin = sink.figures(expected)?;
+    drop(daemon);
+    eprintln!("outgoing bench: plugin: {plugin}");
+
+    let rate = |v: &serde_json::Value| v["requests_per_sec"].as_f64().unwrap_or(0.0);
+    let result = json!({
+        "connections": args.connections,
+        "requests": args.requests,
+        "requests_per_event": args.requests_per_event,
+        "plain_client": plain,
+        "plugin": plugin,
+        "ratio": rate(&plugin) / rate(&plain),
+    });
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&result)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs `hookd-loadgen` to completion and returns its JSON report.
+fn loadgen(
+    loadgen: &Path,
+    secret: &Path,
+    url: &str,
+    connections: usize,
+    requests: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let output = Command::new(loadgen)
+        .args(["--url", url])
+        .arg("--secret-file")
+        .arg(secret)
+        .args([
+            "--connections",
+            &connections.to_string(),
+            "--requests",
+            &requests.to_string(),
+            "--warmup-requests",
+            "0",
+            "--duration",
+            &LIMIT.as_secs().to_string(),
+            "--json",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", loadgen.display()))?;
+    if !output.status.success() {
+        bail!("hookd-loadgen failed ({})", output.status);
+    }
+    serde_json::from_slice(&output.stdout).context("hookd-loadgen's output is not its JSON report")
+}
+
+/// hookd serving the folder `dir`, killed when dropped.
+struct Daemon {
+    child: Child,
+    ingest: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Daemon {
+    fn start(hookd: &Path, dir: &Path) -> anyhow::Result<Daemon> {
+        let mut child = Command::new(hookd)
+            .args(["serve", "--config"])
+            .arg(dir.join("hookd.toml"))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", hookd.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut ingest, mut admin) = (None, None);
+        while ingest.is_none() || admin.is_none() {
+            let Some(line) = lines.next() else {
+                let _ = child.kill();
+                bail!("hookd exited before announcing its addresses");
+            };
+            let line = line?;
+            if let Some(addr) = line.strip_prefix("ingest listening on ") {
+                ingest = Some(addr.trim().parse()?);
+            } else if let Some(addr) = line.strip_prefix("admin listening on ") {
+                admin = Some(addr.trim().parse()?);
+            }
+        }
+        // Keep draining stdout so the daemon never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        let daemon = Daemon {
+            child,
+            ingest: ingest.context("no ingest address")?,
+            admin: admin.context("no admin address")?,
+        };
+        daemon.wait_for_plugin()?;
+        Ok(daemon)
+    }
+
+    /// Waits until `/plugins` lists a plugin: events sent before would have no subscriber.
+    fn wait_for_plugin(&self) -> anyhow::Result<()> {
+        use std::io::{Read as _, Write as _};
+        let started = Instant::now();
+        loop {
+            let mut text = String::new();
+            if let Ok(mut stream) = std::net::TcpStream::connect(self.admin) {
+                let _ = stream.write_all(
+                    b"GET /plugins HTTP/1.1\r\nhost: hookd\r\nconnection: close\r\n\r\n",
+                );
+                let _ = stream.read_to_string(&mut text);
+            }
+            if text.contains("\"poster\"") {
+                return Ok(());
+            }
+            if started.elapsed() > LIMIT {
+                bail!("hookd did not load the plugin within {LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
