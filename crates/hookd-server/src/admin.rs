@@ -51,7 +51,9 @@ fn status(s: &AdminState, deliveries: serde_json::Value) -> serde_json::Value {
         "store": {
             "writer_running": s.store.is_running(),
             "queue_depth": s.store.queue_len(),
+            "queue_bytes": s.store.queue_bytes(),
         },
+        "connections_refused": s.ingest.connections_refused.get(),
         "events": {
             "received": s.ingest.events_received.get(),
             "duplicate": s.ingest.events_duplicate.get(),
