@@ -106,6 +106,8 @@ pub struct PluginsConfig {
     pub max_http_timeout: Duration,
     pub max_http_response_bytes: u64,
     pub pooling: bool,
+    /// The nice value of the threads that run plugins (0 to 19; the listeners run at 0).
+    pub nice: i32,
     /// Plugins declared in the main config (`[[plugin]]`); they take precedence over a
     /// `NAME.toml` of the same name in the folder.
     pub declared: Vec<PluginSpec>,

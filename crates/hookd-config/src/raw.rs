@@ -153,6 +153,9 @@ pub struct PluginsSection {
     /// Pre-allocate instance slots (fast instantiation); off trades speed for less reserved
     /// address space.
     pub pooling: bool,
+    /// How much lower than the listeners the threads running plugins are scheduled (a nice
+    /// value, 0 to 19): ingest comes first.
+    pub nice: Spanned<u64>,
 }
 
 impl Default for PluginsSection {
@@ -170,6 +173,7 @@ impl Default for PluginsSection {
             max_http_timeout_ms: unspanned(c.max_http_timeout.as_millis() as u64),
             max_http_response_bytes: unspanned(c.max_http_response_bytes),
             pooling: true,
+            nice: unspanned(10),
         }
     }
 }
@@ -403,6 +407,7 @@ impl RawConfig {
             max_http_timeout: caps.max_http_timeout,
             max_http_response_bytes: caps.max_http_response_bytes,
             pooling: self.plugins.pooling,
+            nice: p.bounded("plugins.nice", &self.plugins.nice, 0, 19) as i32,
             declared: Vec::new(),
         };
         // The plugins declared here are part of the config: together they must fit the
