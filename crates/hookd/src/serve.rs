@@ -316,10 +316,23 @@ async fn serve(
     Ok(())
 }
 
+/// The kernel's queue of connections not yet accepted (capped by `net.core.somaxconn`). A
+/// connection flood fills the default 128 in a moment, and a SYN dropped meanwhile costs any
+/// other client a 1 s retransmission; the accept loop drains this many in a few milliseconds.
+const ACCEPT_BACKLOG: u32 = 1024;
+
 async fn bind(addr: SocketAddr, name: &'static str) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} ({name} listener)"))?;
+    let listener = (|| {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As std and tokio do: a restart may bind while old connections are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(ACCEPT_BACKLOG)
+    })()
+    .with_context(|| format!("cannot listen on {addr} ({name} listener)"))?;
     let bound = listener.local_addr().context("no local address")?;
     info!(listener = name, addr = %bound, "listening on {bound}");
     // Also on stdout, whatever the log filter, so scripts can find a port picked by the OS.
