@@ -48,7 +48,7 @@
 //!   pass at a given time, for tests and tools.
 //!
 //! # Schema
-//! Version 1, recorded in `PRAGMA user_version`; created (and later migrated) in one
+//! Version 2, recorded in `PRAGMA user_version`; created (and later migrated) in one
 //! transaction at open.
 //! ```sql
 //! events(seq INTEGER PRIMARY KEY,        -- rowid: the order of arrival
@@ -60,6 +60,8 @@
 //!        state TEXT NOT NULL CHECK (state IN ('pending','done','dead')),
 //!        attempts INTEGER NOT NULL, next_attempt_at_ms INTEGER NOT NULL, last_error TEXT,
 //!        created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL,
+//!        started INTEGER NOT NULL,     -- v2: attempts begun (claimed before a plugin runs)
+//!        claimed_by INTEGER,           -- v2: the daemon run that began the last one
 //!        PRIMARY KEY (event_seq, plugin)) WITHOUT ROWID
 //!   INDEX deliveries_due(next_attempt_at_ms, event_seq) WHERE state = 'pending'
 //!   INDEX deliveries_dead(plugin, event_seq) WHERE state = 'dead'
@@ -98,10 +100,11 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 pub use deliveries::{
-    AttemptRecord, AttemptResult, DeadLetter, DueDelivery, KvOp, KvWriteResult, ReplaySelector,
+    AttemptRecord, AttemptResult, Claim, DeadLetter, DueDelivery, KvOp, KvWriteResult,
+    ReplaySelector,
 };
 pub use error::{IngestError, StoreError};
-pub use reader::{DeliveryCounts, StoreReader, StoredEvent, replay_dead_letters};
+pub use reader::{DeliveryCounts, PluginDeliveries, StoreReader, StoredEvent, replay_dead_letters};
 
 use metrics::StoreMetrics;
 use writer::{Command, Writer, WriterShared};
@@ -350,6 +353,15 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Command::Record { records, reply })
+            .map_err(|_| IngestError::Closed)?;
+        answer.await.unwrap_or(Err(IngestError::Closed))
+    }
+
+    /// Commits claims on deliveries about to run (or taken back); resolves once committed.
+    pub async fn claim(&self, claims: Vec<Claim>) -> Result<(), IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Claim { claims, reply })
             .map_err(|_| IngestError::Closed)?;
         answer.await.unwrap_or(Err(IngestError::Closed))
     }

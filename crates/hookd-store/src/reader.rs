@@ -28,6 +28,17 @@ pub struct DeliveryCounts {
 
 /// A read-only connection to a store: cheap to open, one per thread (it is `Send`, not
 /// `Sync`). Each query sees the latest committed state.
+/// One plugin's open deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginDeliveries {
+    pub plugin: String,
+    pub pending: u64,
+    pub dead: u64,
+    /// When the longest-waiting pending delivery came (or comes) due: `now - oldest_due_ms`
+    /// is how far the plugin lags behind.
+    pub oldest_due_ms: Option<i64>,
+}
+
 pub struct StoreReader {
     conn: Connection,
 }
@@ -85,12 +96,8 @@ impl StoreReader {
         Ok(counts)
     }
 
-    /// Pending and dead deliveries per plugin: `(plugin, pending, dead, oldest_due_ms)`, by
-    /// plugin name; `oldest_due_ms` is when the longest-waiting pending delivery came (or
-    /// comes) due, so `now - oldest_due_ms` is how far the plugin lags behind.
-    pub fn open_deliveries_by_plugin(
-        &self,
-    ) -> Result<Vec<(String, u64, u64, Option<i64>)>, StoreError> {
+    /// Pending and dead deliveries per plugin, by plugin name.
+    pub fn open_deliveries_by_plugin(&self) -> Result<Vec<PluginDeliveries>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT plugin, sum(state = 'pending'), sum(state = 'dead'),
                     min(CASE WHEN state = 'pending' THEN next_attempt_at_ms END)
@@ -98,7 +105,12 @@ impl StoreReader {
              WHERE state IN ('pending', 'dead') GROUP BY plugin ORDER BY plugin",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get(0)?, count(r, 1)?, count(r, 2)?, r.get(3)?))
+            Ok(PluginDeliveries {
+                plugin: r.get(0)?,
+                pending: count(r, 1)?,
+                dead: count(r, 2)?,
+                oldest_due_ms: r.get(3)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

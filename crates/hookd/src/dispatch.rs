@@ -484,8 +484,9 @@ impl Dispatcher {
                 self.metrics.lag.get_or_create(&label).set(0.0);
             }
             let now = now_ms();
-            for (plugin, pending, _, oldest_due) in counts {
-                let label = PluginLabel { plugin };
+            for row in counts {
+                let label = PluginLabel { plugin: row.plugin };
+                let (pending, oldest_due) = (row.pending, row.oldest_due_ms);
                 self.metrics
                     .pending
                     .get_or_create(&label)

@@ -339,10 +339,9 @@ impl PluginsInfo {
             .collect()
     }
 
-    #[allow(clippy::type_complexity)]
     fn open_deliveries(
         &self,
-    ) -> Result<Vec<(String, u64, u64, Option<i64>)>, hookd_store::StoreError> {
+    ) -> Result<Vec<hookd_store::PluginDeliveries>, hookd_store::StoreError> {
         let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
         if reader.is_none() {
             *reader = Some(StoreReader::open(&self.store_dir)?);
@@ -440,22 +439,23 @@ impl AdminInfo for PluginsInfo {
             Err(e) => return json!({ "error": e.to_string() }),
         };
         let loaded = self.registry.snapshot();
-        let (pending, dead) = rows.iter().fold((0, 0), |(p, d), (_, pending, dead, _)| {
-            (p + pending, d + dead)
-        });
+        let (pending, dead) = rows
+            .iter()
+            .fold((0, 0), |(p, d), r| (p + r.pending, d + r.dead));
         let now = unix_ms(SystemTime::now()) as i64;
         let by_plugin: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(plugin, pending, dead, oldest_due)| {
+            .map(|r| {
+                // How long the longest-waiting due delivery has waited: the plugin's lag
+                // behind ingest (0 when nothing is overdue).
+                let lag_ms = r.oldest_due_ms.map_or(0, |due| (now - due).max(0));
                 json!({
-                    "plugin": plugin,
-                    "pending": pending,
-                    "dead": dead,
-                    // How long the longest-waiting due delivery has waited: the plugin's lag
-                    // behind ingest (0 when nothing is overdue).
-                    "lag_seconds": oldest_due.map_or(0.0, |due| (now - due).max(0) as f64 / 1000.0),
+                    "plugin": r.plugin,
+                    "pending": r.pending,
+                    "dead": r.dead,
+                    "lag_seconds": lag_ms as f64 / 1000.0,
                     // Pending deliveries of a plugin that is not loaded wait for it (paused).
-                    "paused": !loaded.contains_key(plugin) && *pending > 0,
+                    "paused": !loaded.contains_key(&r.plugin) && r.pending > 0,
                 })
             })
             .collect();

@@ -238,7 +238,10 @@ async fn serve(
         registry: plugin_registry.clone(),
         hints: hints_rx,
         metrics: delivery_metrics,
-        max_in_flight: config.plugins.max_instances as usize,
+        // More deliveries in flight than instances: each waits for two commits (its claim,
+        // then its outcome) besides running, and the host's instance semaphore bounds what
+        // runs at once. The payloads they hold stay bounded (in flight x max body).
+        max_in_flight: (config.plugins.max_instances as usize * 4).max(64),
         heartbeat: heartbeat.clone(),
         backlog_bytes,
         run_id: rand::random(),
