@@ -240,7 +240,8 @@ impl WasiHttpHooks for HttpPolicy {
                     remaining: max_response_bytes,
                     limit: max_response_bytes,
                     between_bytes: timeouts.between_bytes,
-                    deadline: Box::pin(tokio::time::sleep(timeouts.between_bytes)),
+                    deadline: None,
+                    armed: false,
                     slots: Some((outstanding, delivery_slot)),
                 }
                 .boxed_unsync()
@@ -307,7 +308,10 @@ struct ResponseBody {
     remaining: u64,
     limit: u64,
     between_bytes: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The between-bytes timer, armed when the body first waits after a frame: most small
+    /// answers arrive whole with their head and never need it.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
     slots: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 }
 
@@ -332,8 +336,7 @@ impl Body for ResponseBody {
                     }
                     this.remaining -= len;
                 }
-                let next = tokio::time::Instant::now() + this.between_bytes;
-                this.deadline.as_mut().reset(next);
+                this.armed = false;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -348,13 +351,25 @@ impl Body for ResponseBody {
                 this.slots = None;
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    this.slots = None;
-                    Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+            Poll::Pending => {
+                let between_bytes = this.between_bytes;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(between_bytes)));
+                if !this.armed {
+                    deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + between_bytes);
+                    this.armed = true;
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.slots = None;
+                        Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

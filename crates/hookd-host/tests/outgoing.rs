@@ -296,3 +296,39 @@ async fn a_request_body_over_the_cap_is_cut_off() {
     );
     assert_eq!(server.requests(), 0, "the whole body arrived");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_that_stalls_times_out_between_bytes() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // Answers the head and one byte of a 100-byte body, then nothing, keeping the socket.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = vec![0; 64 * 1024];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{")
+                .await;
+            held.push(stream);
+        }
+    });
+    let host = host();
+    let mut s = poster(&origin, &format!("{origin}/hook"), 1);
+    s.capabilities.http_timeout = Duration::from_millis(300);
+    s.limits.timeout = Duration::from_secs(30);
+    let plugin = load(&host, s);
+    let started = std::time::Instant::now();
+    let delivery = host.deliver(&plugin, &event(1)).await;
+    assert!(
+        matches!(&delivery.outcome, Outcome::Retry(m) if m.contains("reading the answer")),
+        "{:?}",
+        delivery.outcome
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "cut off after {:?}, not by the between-bytes timeout",
+        started.elapsed()
+    );
+}
