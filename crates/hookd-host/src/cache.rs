@@ -135,7 +135,11 @@ impl CodeCache {
         let path = self.entry(content_hash);
         let mut file = std::fs::File::open(&path).ok()?;
         if let Err((problem, _)) = file.metadata().map(|m| private(&path, &m)).ok()? {
-            tracing::warn!(entry = %path.display(), problem, "compiled-code cache entry not written by hookd; not loaded, compiling again");
+            tracing::warn!(
+                entry = %path.display(),
+                problem,
+                "compiled-code cache entry not written by hookd; not loaded, compiling again"
+            );
             let _ = std::fs::remove_file(&path);
             return None;
         }

@@ -151,3 +151,45 @@ fn the_database_and_its_journal_files_are_private_whatever_the_umask() {
     );
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn a_cache_entry_others_could_have_written_is_never_loaded() {
+    loose_umask();
+    let env = Env::new("");
+    common::install_plugin(
+        &env,
+        "logger",
+        hookd_test_plugins::LOGGER,
+        "events = [\"*\"]\n",
+    );
+    let daemon = env.start();
+    assert!(daemon.stop().success());
+    let cache = env.store_dir().join("code-cache");
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(mode(&entries[0]), 0o600);
+    chmod(&entries[0], 0o666);
+
+    let daemon = env.start();
+    let plugins: Vec<serde_json::Value> = common::client()
+        .get(daemon.admin_url("/plugins"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(plugins[0]["loaded"], true);
+    assert_eq!(plugins[0]["cache_hit"], false, "the entry was not used");
+    assert!(
+        daemon
+            .logs()
+            .iter()
+            .any(|l| l.contains("compiled-code cache entry not written by hookd")),
+    );
+    // Compiled again and written afresh, private.
+    assert!(daemon.stop().success());
+    assert_eq!(mode(&entries[0]), 0o600);
+}
