@@ -36,8 +36,8 @@ pub use plugin::{
     Capabilities, KV_MAX_KEY_BYTES, Limits, Origin, PluginCaps, PluginSpec, RetryPolicy,
 };
 pub use raw::{
-    AdminSection, LogFormat, LogSection, PluginsSection, RawConfig, ServerSection, StoreSection,
-    VerifySection,
+    AdminSection, LogFormat, LogSection, PluginPriority, PluginsSection, RawConfig, ServerSection,
+    StoreSection, VerifySection,
 };
 pub use secrets::SecretSource;
 
@@ -106,8 +106,8 @@ pub struct PluginsConfig {
     pub max_http_timeout: Duration,
     pub max_http_response_bytes: u64,
     pub pooling: bool,
-    /// The nice value of the threads that run plugins (0 to 19; the listeners run at 0).
-    pub nice: i32,
+    /// How the threads that run plugins are scheduled against the listeners'.
+    pub priority: PluginPriority,
     /// Plugins declared in the main config (`[[plugin]]`); they take precedence over a
     /// `NAME.toml` of the same name in the folder.
     pub declared: Vec<PluginSpec>,

@@ -153,9 +153,8 @@ pub struct PluginsSection {
     /// Pre-allocate instance slots (fast instantiation); off trades speed for less reserved
     /// address space.
     pub pooling: bool,
-    /// How much lower than the listeners the threads running plugins are scheduled (a nice
-    /// value, 0 to 19): ingest comes first.
-    pub nice: Spanned<u64>,
+    /// How the threads running plugins are scheduled against the listeners' (ingest first).
+    pub priority: PluginPriority,
 }
 
 impl Default for PluginsSection {
@@ -173,7 +172,7 @@ impl Default for PluginsSection {
             max_http_timeout_ms: unspanned(c.max_http_timeout.as_millis() as u64),
             max_http_response_bytes: unspanned(c.max_http_response_bytes),
             pooling: true,
-            nice: unspanned(10),
+            priority: PluginPriority::default(),
         }
     }
 }
@@ -193,6 +192,21 @@ impl Default for LogSection {
             filter: unspanned("info".to_owned()),
         }
     }
+}
+
+/// How the threads that run plugins are scheduled (`[plugins] priority`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginPriority {
+    /// Linux's `SCHED_IDLE`: plugins get only the CPU nothing else wants; a listener thread
+    /// that wakes takes the CPU from a plugin at once.
+    #[default]
+    Idle,
+    /// `nice` 10: plugins get about a tenth of the CPU a listener thread gets when both want
+    /// it.
+    Low,
+    /// The same as the listeners.
+    Normal,
 }
 
 /// Log output format.
@@ -407,7 +421,7 @@ impl RawConfig {
             max_http_timeout: caps.max_http_timeout,
             max_http_response_bytes: caps.max_http_response_bytes,
             pooling: self.plugins.pooling,
-            nice: p.bounded("plugins.nice", &self.plugins.nice, 0, 19) as i32,
+            priority: self.plugins.priority,
             declared: Vec::new(),
         };
         // The plugins declared here are part of the config: together they must fit the

@@ -654,7 +654,7 @@ fn keep_running_settings(new: &mut Config, running: &Config) -> Vec<&'static str
     keep!(plugins.max_memory_bytes, "plugins.max_memory_mb");
     keep!(plugins.memory_budget_bytes, "plugins.memory_budget_mb");
     keep!(plugins.pooling, "plugins.pooling");
-    keep!(plugins.nice, "plugins.nice");
+    keep!(plugins.priority, "plugins.priority");
     keep!(log.format, "log.format");
     changed
 }

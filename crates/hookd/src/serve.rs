@@ -60,7 +60,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let plugin_runtime = match crate::isolation::plugin_runtime(config.plugins.nice) {
+    let plugin_runtime = match crate::isolation::plugin_runtime(config.plugins.priority) {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the plugin runtime");

@@ -122,14 +122,22 @@ pub fn render(s: &Value, now_ms: u64) -> String {
     );
     let _ = writeln!(
         out,
-        "store: writer {}, {} events waiting to be committed",
+        "store: writer {}, {} events ({} KiB) waiting to be committed",
         if s["store"]["writer_running"] == true {
             "running"
         } else {
             "STOPPED"
         },
-        n(&s["store"]["queue_depth"])
+        n(&s["store"]["queue_depth"]),
+        n(&s["store"]["queue_bytes"]) / 1024
     );
+    if n(&s["connections_refused"]) > 0 {
+        let _ = writeln!(
+            out,
+            "connections refused (one client over its share of the slots): {}",
+            n(&s["connections_refused"])
+        );
+    }
     let _ = writeln!(
         out,
         "events: {} received since start ({} duplicates, {} with no subscriber)",

@@ -41,16 +41,16 @@ fn ready(daemon: &Daemon) -> bool {
         .is_ok_and(|r| r.status() == 200)
 }
 
-/// The nice value and name of every thread of `pid`.
+/// The name and scheduling policy (5: `SCHED_IDLE`, 0: the default) of every thread of `pid`.
 fn threads(pid: u32) -> Vec<(String, i64)> {
     let mut out = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
-        // pid (comm) state ppid ...: the fields after the closing parenthesis, nice is the
-        // 19th field of the line (the 17th after the name).
+        // pid (comm) state ppid ...: the policy is the 41st field of the line, the 39th
+        // after the name.
         let (name, rest) = stat.split_once(" (").unwrap().1.rsplit_once(") ").unwrap();
-        let nice = rest.split(' ').nth(16).unwrap().parse().unwrap();
-        out.push((name.to_owned(), nice));
+        let policy = rest.split(' ').nth(38).unwrap().parse().unwrap();
+        out.push((name.to_owned(), policy));
     }
     out
 }
@@ -85,12 +85,12 @@ fn plugins_run_on_their_own_lower_priority_threads() {
     assert!(!plugin.is_empty(), "no plugin threads in {all:?}");
     assert!(!ingest.is_empty(), "no listener threads in {all:?}");
     assert!(
-        plugin.iter().all(|(_, nice)| *nice == 10),
-        "plugin threads run at nice 10: {all:?}"
+        plugin.iter().all(|(_, policy)| *policy == 5),
+        "plugin threads run as SCHED_IDLE: {all:?}"
     );
     assert!(
-        ingest.iter().all(|(_, nice)| *nice == 0),
-        "listener threads keep their priority: {all:?}"
+        ingest.iter().all(|(_, policy)| *policy == 0),
+        "listener threads keep the default policy: {all:?}"
     );
     // The lag is visible as a metric for every loaded plugin.
     wait_until("the lag metric is published", WAIT, || {
