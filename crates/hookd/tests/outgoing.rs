@@ -279,6 +279,13 @@ fn a_request_flood_is_capped_and_the_daemon_keeps_serving() {
         server.accepted()
     );
     assert!(max <= 64, "{max} requests of one plugin at once");
+    // Answers the plugin dropped unread kept their connections: at most the 64 in use and
+    // the 64 idle were ever opened.
+    assert!(
+        server.accepted() <= 128,
+        "{} connections",
+        server.accepted()
+    );
     // The refusals are logged once per delivery, not once per request.
     assert_eq!(
         logs.matches("too many requests at once in one delivery")
