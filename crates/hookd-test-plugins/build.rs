@@ -70,7 +70,6 @@ fn main() {
         "fixture_version_b",
         "fixture_kv_filler",
         "fixture_kv_heavy",
-        "fixture_kv_heavy",
         "fixture_http_poster",
         "fixture_http_flood",
         "fixture_cpu_heavy",
