@@ -13,8 +13,9 @@ use crate::bindings::hookd::plugin::{config, kv, log, types};
 use crate::http_policy::HttpPolicy;
 use crate::plugin::LogLine;
 
-/// Longest key a plugin may use in its key-value store.
-const MAX_KV_KEY_BYTES: usize = 1024;
+/// Longest key a plugin may use in its key-value store: the size the kv quota's disk bound
+/// counts per key (`kv_max_keys` x (key + value) within `[plugins] max_kv_mb`).
+const MAX_KV_KEY_BYTES: usize = hookd_config::KV_MAX_KEY_BYTES as usize;
 /// Most log text one delivery may send to the daemon's log; the rest is counted and dropped.
 pub(crate) const MAX_LOG_BYTES_PER_DELIVERY: usize = 256 * 1024;
 /// Longest single log message kept.
