@@ -44,7 +44,32 @@ impl LogFilter {
 
 fn parse_config_filter(filter: &str) -> anyhow::Result<EnvFilter> {
     EnvFilter::try_new(filter)
+        .map(|f| quiet_dependencies(f, filter))
         .map_err(|e| anyhow::anyhow!("`log.filter` = `{filter}` is not a valid filter: {e}"))
+}
+
+/// The engine's crates log at `debug` what only their developers want: the compiler's
+/// timings (thousands of lines per plugin compiled) and, from wasmtime-wasi, every byte a
+/// plugin writes to stdout (which would bypass the per-delivery output cap, and cost a
+/// log-flooding plugin seconds of formatting). A filter such as `debug` leaves them at
+/// `info`, unless it names them.
+const QUIET_AT_DEBUG: [&str; 5] = [
+    "cranelift_codegen",
+    "wasmtime_internal_cranelift",
+    "wasmtime_wasi",
+    "wasmtime_wasi_http",
+    "regalloc2",
+];
+
+fn quiet_dependencies(mut filter: EnvFilter, text: &str) -> EnvFilter {
+    for target in QUIET_AT_DEBUG {
+        if !text.contains(target)
+            && let Ok(directive) = format!("{target}=info").parse()
+        {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }
 
 /// Lines waiting for the writer thread; when full, the next line waits for room.
@@ -60,6 +85,7 @@ pub fn init(format: LogFormat, config_filter: &str) -> anyhow::Result<(LogFilter
     let (filter, from_env) = match std::env::var(FILTER_ENV) {
         Ok(f) if !f.is_empty() => (
             EnvFilter::try_new(&f)
+                .map(|filter| quiet_dependencies(filter, &f))
                 .map_err(|e| anyhow::anyhow!("{FILTER_ENV}=`{f}` is not a valid filter: {e}"))?,
             true,
         ),

@@ -353,3 +353,28 @@ fn a_plugins_reasons_are_cut_and_print_no_escape_sequences() {
     );
     assert!(!out.contains(&0x1b) && !out.contains(&0x07));
 }
+
+/// At `debug`, wasmtime-wasi logged every byte a plugin wrote to stdout, past the output cap
+/// (a log-flooding plugin took seconds of formatting and filled the journal); the engine's
+/// crates stay at `info` unless the filter names them.
+#[test]
+fn a_plugins_stdout_reaches_the_log_only_through_the_capped_capture() {
+    let env = Env::new(""); // the harness logs at `debug`
+    install_plugin(&env, "flood", wasm::FIXTURE_LOG_FLOOD, "events = [\"*\"]\n");
+    let daemon = env.start();
+    assert_eq!(
+        daemon.post(&event("loud-out", "message.created")).status(),
+        200
+    );
+    wait_for_state(&env, "loud-out", "flood", "done");
+    let logs = daemon.logs();
+    let engine_lines = logs
+        .iter()
+        .filter(|l| {
+            l.contains("\"target\":\"wasmtime_wasi") || l.contains("\"target\":\"cranelift")
+        })
+        .count();
+    assert_eq!(engine_lines, 0, "the engine's debug lines reached the log");
+    let bytes: usize = logs.iter().map(String::len).sum();
+    assert!(bytes < 2 << 20, "{bytes} bytes of log for one delivery");
+}
