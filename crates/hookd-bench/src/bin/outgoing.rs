@@ -49,6 +49,9 @@ struct Args {
     /// Requests one delivery of the plugin sends.
     #[arg(long, default_value_t = 20)]
     requests_per_event: u64,
+    /// hookd's `[plugins] priority` (`idle`, `low`, `normal`) [default: hookd's default].
+    #[arg(long)]
+    priority: Option<String>,
     /// Where the temporary daemon folder goes (default: the system's temp folder).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -142,7 +145,7 @@ impl Sink {
     }
 
     /// The figures of one side, once `expected` requests were answered.
-    fn figures(&self, expected: u64) -> anyhow::Result<serde_json::Value> {
+    fn figures(&self, expected: u64, cpu: Cpu) -> anyhow::Result<serde_json::Value> {
         let c = &self.counts;
         let requests = c.requests.load(Ordering::Relaxed);
         let accepted = c.accepted.load(Ordering::Relaxed);
@@ -155,7 +158,10 @@ impl Sink {
         if requests < expected || seconds <= 0.0 {
             bail!("the sink answered {requests} of {expected} requests");
         }
+        let measured = (requests - warm_mark) as f64;
         Ok(json!({
+            "client_cpu_us_per_request": cpu.client * 1e6 / measured,
+            "sink_cpu_us_per_request": cpu.sink * 1e6 / measured,
             "requests": requests,
             "connections": accepted,
             "reused_share": 1.0 - accepted as f64 / requests as f64,
@@ -192,17 +198,19 @@ fn main() -> anyhow::Result<()> {
 
     // The plain keep-alive client.
     sink.reset(warm);
-    let report = loadgen(
+    let client = loadgen(
         &args.loadgen,
         &work.path().join("secret"),
         &format!("{url}/plain"),
         args.connections,
         args.requests,
     )?;
+    let cpu = watch(&sink, client.id(), args.requests);
+    let report = finish(client)?;
     if report["non_2xx"].as_u64() != Some(0) || report["errors"].as_u64() != Some(0) {
         bail!("the plain client had failures: {report}");
     }
-    let plain = sink.figures(args.requests)?;
+    let plain = sink.figures(args.requests, cpu?)?;
     eprintln!("outgoing bench: plain client: {plain}");
 
     // The plugin in hookd.
@@ -222,34 +230,32 @@ fn main() -> anyhow::Result<()> {
             args.connections, args.requests_per_event
         ),
     )?;
+    let priority = args
+        .priority
+        .as_ref()
+        .map_or(String::new(), |p| format!("priority = \"{p}\"\n"));
     std::fs::write(
         work.path().join("hookd.toml"),
-        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [verify]\nsecrets = [\"file:secret\"]\n[store]\ndir = \"state\"\n\
-         [plugins]\ndir = \"plugins\"\n[log]\nformat = \"json\"\nfilter = \"info\"\n",
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [verify]\nsecrets = [\"file:secret\"]\n[store]\ndir = \"state\"\n\
+             [plugins]\ndir = \"plugins\"\n{priority}[log]\nformat = \"json\"\nfilter = \"info\"\n"
+        ),
     )?;
     let daemon = Daemon::start(&args.hookd, work.path())?;
-    let report = loadgen(
+    let sender = loadgen(
         &args.loadgen,
         &work.path().join("secret"),
         &format!("http://{}/webhooks", daemon.ingest),
         4,
         events,
     )?;
+    let cpu = watch(&sink, daemon.child.id(), expected);
+    let report = finish(sender)?;
     if report["non_2xx"].as_u64() != Some(0) || report["errors"].as_u64() != Some(0) {
         bail!("sending the events to hookd had failures: {report}");
     }
-    let started = Instant::now();
-    while sink.requests() < expected {
-        if started.elapsed() > LIMIT {
-            bail!(
-                "the plugin sent {} of {expected} requests within {LIMIT:?}",
-                sink.requests()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let plugin = sink.figures(expected)?;
+    let plugin = sink.figures(expected, cpu?)?;
     drop(daemon);
     eprintln!("outgoing bench: plugin: {plugin}");
 
@@ -258,6 +264,7 @@ fn main() -> anyhow::Result<()> {
         "connections": args.connections,
         "requests": args.requests,
         "requests_per_event": args.requests_per_event,
+        "plugin_priority": args.priority.as_deref().unwrap_or("default"),
         "plain_client": plain,
         "plugin": plugin,
         "ratio": rate(&plugin) / rate(&plain),
@@ -270,15 +277,15 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `hookd-loadgen` to completion and returns its JSON report.
+/// Starts `hookd-loadgen`; [`finish`] collects its report.
 fn loadgen(
     loadgen: &Path,
     secret: &Path,
     url: &str,
     connections: usize,
     requests: u64,
-) -> anyhow::Result<serde_json::Value> {
-    let output = Command::new(loadgen)
+) -> anyhow::Result<Child> {
+    Command::new(loadgen)
         .args(["--url", url])
         .arg("--secret-file")
         .arg(secret)
@@ -294,13 +301,78 @@ fn loadgen(
             "--json",
         ])
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run {}", loadgen.display()))?;
+        .spawn()
+        .with_context(|| format!("cannot run {}", loadgen.display()))
+}
+
+/// Waits for `hookd-loadgen` to end and returns its JSON report.
+fn finish(loadgen: Child) -> anyhow::Result<serde_json::Value> {
+    let output = loadgen.wait_with_output()?;
     if !output.status.success() {
         bail!("hookd-loadgen failed ({})", output.status);
     }
     serde_json::from_slice(&output.stdout).context("hookd-loadgen's output is not its JSON report")
+}
+
+/// CPU seconds the client (hookd-loadgen, or hookd) and the sink (this process) used from the
+/// end of the warm-up to the last request.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    client: f64,
+    sink: f64,
+}
+
+/// Waits until the sink has answered `expected` requests, reading the CPU time of `pid` and
+/// of this process when the warm-up ends and at the end.
+fn watch(sink: &Sink, pid: u32, expected: u64) -> anyhow::Result<Cpu> {
+    let warm_mark = sink.counts.warm_mark.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut at_warm = None;
+    loop {
+        let answered = sink.requests();
+        if at_warm.is_none() && answered >= warm_mark {
+            at_warm = Some((cpu_of(pid)?, own_cpu()));
+        }
+        if answered >= expected {
+            let (client, own) = at_warm.context("no warm-up")?;
+            return Ok(Cpu {
+                client: cpu_of(pid)? - client,
+                sink: own_cpu() - own,
+            });
+        }
+        if started.elapsed() > LIMIT {
+            bail!("{answered} of {expected} requests answered within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// User and system CPU seconds of process `pid` (it may have exited, not yet been reaped).
+fn cpu_of(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name (which may hold spaces), from field 3 on.
+    let after = stat.rsplit_once(')').context("odd /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .context("odd /proc stat")?
+        .iter()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    // SAFETY: sysconf takes an integer and touches no memory of ours.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / per_second)
+}
+
+/// User and system CPU seconds of this process (the sink, essentially).
+fn own_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// hookd serving the folder `dir`, killed when dropped.
