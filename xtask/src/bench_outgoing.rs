@@ -97,22 +97,26 @@ pub(crate) fn print(figures: &Value) {
     let plugin = &figures["plugin"];
     println!();
     println!(
-        "| outgoing HTTP to a local keep-alive server, {} at once | requests | req/s | on reused connections | vs plain client |",
+        "| outgoing HTTP to a local keep-alive server, {} at once | requests | req/s | on reused connections | CPU µs per request: client, server | vs plain client |",
         figures["connections"]
     );
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     println!(
-        "| plain keep-alive client (hookd-loadgen) | {} | {:.0} | {:.1}% | 100% |",
+        "| plain keep-alive client (hookd-loadgen) | {} | {:.0} | {:.2}% | {:.0}, {:.0} | 100% |",
         plain["requests"],
         f(&plain["requests_per_sec"]),
         100.0 * f(&plain["reused_share"]),
+        f(&plain["client_cpu_us_per_request"]),
+        f(&plain["sink_cpu_us_per_request"]),
     );
     println!(
-        "| plugin in hookd (http-poster, {} requests per delivery) | {} | {:.0} | {:.1}% | {:.0}% |",
+        "| plugin in hookd (http-poster, {} requests per delivery) | {} | {:.0} | {:.2}% | {:.0}, {:.0} | {:.0}% |",
         figures["requests_per_event"],
         plugin["requests"],
         f(&plugin["requests_per_sec"]),
         100.0 * f(&plugin["reused_share"]),
+        f(&plugin["client_cpu_us_per_request"]),
+        f(&plugin["sink_cpu_us_per_request"]),
         100.0 * f(&figures["ratio"]),
     );
 }

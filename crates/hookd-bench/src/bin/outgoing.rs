@@ -75,6 +75,9 @@ struct Counts {
     last_at: AtomicU64,
     /// The request count that ends the warm-up.
     warm_mark: AtomicU64,
+    /// Requests being answered now, and the most at once: the concurrency reached.
+    active: AtomicU64,
+    max_active: AtomicU64,
 }
 
 struct Sink {
@@ -105,7 +108,10 @@ impl Sink {
                             let seen = seen.clone();
                             async move {
                                 use http_body_util::BodyExt as _;
+                                let now = seen.active.fetch_add(1, Ordering::Relaxed) + 1;
+                                seen.max_active.fetch_max(now, Ordering::Relaxed);
                                 let _ = req.into_body().collect().await;
+                                seen.active.fetch_sub(1, Ordering::Relaxed);
                                 let n = seen.requests.fetch_add(1, Ordering::Relaxed) + 1;
                                 let now = epoch.elapsed().as_nanos() as u64;
                                 if n == seen.warm_mark.load(Ordering::Relaxed) {
@@ -135,7 +141,13 @@ impl Sink {
     fn reset(&self, warm_mark: u64) {
         let c = &self.counts;
         c.warm_mark.store(warm_mark, Ordering::Relaxed);
-        for counter in [&c.accepted, &c.requests, &c.warm_at, &c.last_at] {
+        for counter in [
+            &c.accepted,
+            &c.requests,
+            &c.warm_at,
+            &c.last_at,
+            &c.max_active,
+        ] {
             counter.store(0, Ordering::Relaxed);
         }
     }
@@ -163,6 +175,7 @@ impl Sink {
             "client_cpu_us_per_request": cpu.client * 1e6 / measured,
             "sink_cpu_us_per_request": cpu.sink * 1e6 / measured,
             "requests": requests,
+            "most_at_once": c.max_active.load(Ordering::Relaxed),
             "connections": accepted,
             "reused_share": 1.0 - accepted as f64 / requests as f64,
             "measured_requests": requests - warm_mark,
