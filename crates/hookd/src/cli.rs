@@ -1,19 +1,11 @@
-//! The command line: subcommands, their arguments, and the small ones (`check`, `sign`).
+//! The command line: the subcommands and their arguments. Each command's code is in
+//! [`crate::commands`].
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hookd_config::{Config, LogFormat};
+use hookd_config::LogFormat;
 use hookd_core::Secret;
-
-/// Exit code for a configuration that does not validate.
-pub const EXIT_CONFIG: u8 = 2;
-
-// The memory budget (`hookd check`) counts `hookd_config::HOST_BYTES_PER_INSTANCE` per
-// instance for what the host may hold beside linear memory; the host's own caps must fit it.
-const _: () = assert!(hookd_host::HOST_BYTES_PER_INSTANCE <= hookd_config::HOST_BYTES_PER_INSTANCE);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -185,75 +177,5 @@ impl SecretArgs {
         hookd_config::SecretSource::parse(&entry)
             .resolve(Path::new(""))
             .map_err(anyhow::Error::msg)
-    }
-}
-
-pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
-    if path == Path::new("-") {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
-            .context("cannot read standard input")?;
-        Ok(buf)
-    } else {
-        std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))
-    }
-}
-
-/// Prints every problem (one per line) and returns the config-error exit code.
-pub fn report_config_errors(errors: &hookd_config::ConfigErrors) -> ExitCode {
-    eprintln!("{errors}");
-    let n = errors.len();
-    eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
-    ExitCode::from(EXIT_CONFIG)
-}
-
-pub fn check(args: CheckArgs) -> ExitCode {
-    match Config::load(&args.config) {
-        Ok(config) => {
-            println!("{}: config ok", args.config.display());
-            println!(
-                "  ingest:  http://{}{}",
-                config.server.listen, config.server.path
-            );
-            match config.admin.listen {
-                Some(a) => println!("  admin:   http://{a}/"),
-                None => println!("  admin:   off"),
-            }
-            println!("  secrets: {}", config.secrets.len());
-            println!("  store:   {}", config.store.dir.display());
-            println!("  plugins: {}", config.plugins.dir.display());
-            let (specs, _) = crate::plugins::discover(&config);
-            let worst = hookd_config::budget::worst_case(&specs, config.plugins.max_instances);
-            println!(
-                "  memory:  worst case {} MiB of the {} MiB budget ({} instances at most)",
-                worst.bytes.div_ceil(1 << 20),
-                config.plugins.memory_budget_bytes >> 20,
-                worst.instances
-            );
-            if crate::tools::check_plugins(&config) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(errors) => report_config_errors(&errors),
-    }
-}
-
-pub fn sign(args: SignArgs) -> ExitCode {
-    let run = || -> anyhow::Result<String> {
-        let secret = args.secret.load()?;
-        let body = read_input(&args.body_file)?;
-        Ok(hookd_core::sign(&secret, &body))
-    };
-    match run() {
-        Ok(signature) => {
-            println!("{signature}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }

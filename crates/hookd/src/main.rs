@@ -1,17 +1,8 @@
-//! `hookd`: the daemon (`serve`) and the operator's tools (`check`, `sign`, `send`).
+//! `hookd`: the command line. `serve` runs the daemon ([`hookd_engine`]); the other commands are
+//! the operator's and plugin author's tools.
 
 mod cli;
-mod dispatch;
-mod isolation;
-mod kv;
-mod logging;
-mod notify;
-mod plugins;
-mod reload;
-mod send;
-mod serve;
-mod status;
-mod tools;
+mod commands;
 
 use std::process::ExitCode;
 
@@ -27,12 +18,12 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli.command {
-        cli::Command::Serve(args) => serve::run(args),
-        cli::Command::Check(args) => cli::check(args),
-        cli::Command::Sign(args) => cli::sign(args),
-        cli::Command::Send(args) => send::run(args),
-        cli::Command::RunPlugin(args) => tools::run_plugin(args),
-        cli::Command::Dlq(args) => tools::dlq(args),
-        cli::Command::Status(args) => status::run(args),
+        cli::Command::Serve(args) => commands::serve::run(args),
+        cli::Command::Check(args) => commands::check::run(args),
+        cli::Command::Sign(args) => commands::sign::run(args),
+        cli::Command::Send(args) => commands::send::run(args),
+        cli::Command::RunPlugin(args) => commands::run_plugin::run(args),
+        cli::Command::Dlq(args) => commands::dlq::run(args),
+        cli::Command::Status(args) => commands::status::run(args),
     }
 }

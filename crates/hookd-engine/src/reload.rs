@@ -474,7 +474,8 @@ pub struct Reloader {
     pub registry: Arc<PluginRegistry>,
     pub info: Arc<PluginsInfo>,
     pub ingest: Arc<IngestState>,
-    pub log_filter: LogFilter,
+    /// Set when hookd set up logging: a reload then applies `[log] filter`.
+    pub log_filter: Option<LogFilter>,
     pub metrics: ReloadMetrics,
 }
 
@@ -555,7 +556,7 @@ impl Reloader {
                 return false;
             }
         };
-        if let Err(e) = self.log_filter.set(&new.log.filter) {
+        if let Some(Err(e)) = self.log_filter.as_ref().map(|f| f.set(&new.log.filter)) {
             // Validation checks the filter, so this is not expected; the rest still applies.
             warn!(error = %e, "the log filter was not changed");
         }

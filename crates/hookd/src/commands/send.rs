@@ -10,7 +10,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng as _;
 
-use crate::cli::{SendArgs, read_input};
+use crate::cli::SendArgs;
+use crate::commands::read_input;
 
 pub fn run(args: SendArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()

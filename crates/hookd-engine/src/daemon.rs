@@ -1,0 +1,380 @@
+//! The daemon: the store, the plugin host and catalog, the listeners, the dispatcher and the
+//! reload loop, started together and stopped in order. [`run`] is `hookd serve`; [`Daemon`]
+//! is the same daemon started from code (the in-process tests), on runtimes the caller owns.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use hookd_config::Config;
+use hookd_core::Verifier;
+use hookd_host::{CodeCache, HostSettings, PluginHost};
+use hookd_server::{AdminState, IngestMetrics, IngestState, ListenerSettings};
+use hookd_store::Store;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::dispatch::{BacklogBytes, DeliveryMetrics, Dispatcher, Heartbeat, Routes};
+use crate::kv::StoreKv;
+use crate::logging::LogFilter;
+use crate::notify;
+use crate::plugins::PluginRegistry;
+use crate::reload::{PluginsInfo, ReloadMetrics, ReloadPhase, Reloader};
+
+/// The compiled-code cache, inside the store's folder.
+const CODE_CACHE_DIR: &str = "code-cache";
+/// How often `systemctl status` gets a new status line.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// `hookd serve`: builds the runtimes, starts the daemon, serves until SIGTERM or SIGINT, and
+/// stops it cleanly. Logging must be set up by the caller; `log_filter` lets a configuration
+/// reload change it.
+pub fn run(
+    config_path: PathBuf,
+    config: Config,
+    log_filter: Option<LogFilter>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hookd-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    let plugin_runtime = crate::isolation::plugin_runtime(config.plugins.priority)
+        .context("cannot start the plugin runtime")?;
+    let plugins = plugin_runtime.handle().clone();
+    let result = runtime.block_on(async move {
+        let daemon = Daemon::start(config_path, config, log_filter, plugins).await?;
+        // Also on stdout, whatever the log filter, so scripts can find a port picked by the OS.
+        println!("ingest listening on {}", daemon.ingest_addr());
+        if let Some(admin) = daemon.admin_addr() {
+            println!("admin listening on {admin}");
+        }
+        notify::ready(&format!("ready: {} plugins loaded", daemon.plugin_count()));
+        let signal = wait_for_shutdown_signal().await?;
+        info!(
+            signal,
+            "shutting down: no longer accepting, finishing in-flight requests"
+        );
+        notify::stopping();
+        daemon.shutdown().await
+    });
+    // Deliveries still running were given their grace by the dispatcher; their claims are
+    // taken back.
+    plugin_runtime.shutdown_timeout(Duration::from_millis(500));
+    result
+}
+
+/// A running daemon. Dropping it without [`Daemon::shutdown`] leaves its tasks running until
+/// their runtime stops.
+pub struct Daemon {
+    ingest_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    ready: Arc<AtomicBool>,
+    stop: watch::Sender<bool>,
+    store: Store,
+    registry: Arc<PluginRegistry>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Opens the store, loads the plugins and binds the listeners (`[server] listen` and
+    /// `[admin] listen`, port 0 for one the system picks); returns once it answers requests.
+    /// Listeners run on the current runtime, deliveries and reloads on `plugins`
+    /// (see [`crate::isolation::plugin_runtime`]).
+    pub async fn start(
+        config_path: PathBuf,
+        config: Config,
+        log_filter: Option<LogFilter>,
+        plugins: tokio::runtime::Handle,
+    ) -> anyhow::Result<Daemon> {
+        let started = std::time::Instant::now();
+        let hup = crate::reload::watch_sighup();
+        let mut registry = Registry::default();
+        let store = Store::open(
+            hookd_store::StoreConfig {
+                dir: config.store.dir.clone(),
+                dedup_window: config.store.dedup_window,
+                queue_capacity: config.store.queue_capacity,
+                max_batch: config.store.max_batch,
+                queue_max_bytes: config.store.queue_max_bytes,
+            },
+            &mut registry,
+        )
+        .with_context(|| format!("cannot open the store in `{}`", config.store.dir.display()))?;
+        info!(dir = %config.store.dir.display(), "store open");
+
+        let host = Arc::new(
+            PluginHost::new(
+                HostSettings {
+                    pooling: config.plugins.pooling,
+                    max_instances: config.plugins.max_instances,
+                    max_memory_bytes: config.plugins.max_memory_bytes,
+                },
+                Arc::new(StoreKv::new(store.clone())),
+            )
+            .context("cannot start the plugin host")?,
+        );
+        let cache = match CodeCache::open(&config.store.dir.join(CODE_CACHE_DIR), host.engine()) {
+            Ok(cache) => Some(cache),
+            // Its entries are run as native code: one someone else can write stops the start.
+            Err(e) if e.is_insecure() => return Err(e.into()),
+            Err(e) => {
+                warn!(error = %e, "no compiled-code cache: every start compiles every plugin");
+                None
+            }
+        };
+        let plugin_registry = Arc::new(PluginRegistry::default());
+        let plugins_info = Arc::new(PluginsInfo::new(
+            plugin_registry.clone(),
+            config.store.dir.clone(),
+        ));
+        let (hints_tx, hints_rx) = tokio::sync::mpsc::channel(65_536);
+        let backlog_bytes = Arc::new(BacklogBytes::default());
+        let delivery_metrics = DeliveryMetrics::register(&mut registry);
+        let reload_metrics = ReloadMetrics::register(&mut registry);
+
+        let ingest_metrics = IngestMetrics::register(&mut registry);
+        let verifier = Verifier::new(&config.secrets).context("no webhook secret is configured")?;
+        let ingest = Arc::new(IngestState {
+            limits: ArcSwap::from_pointee(crate::reload::ingest_limits(&config)),
+            verifier: ArcSwap::from_pointee(verifier),
+            store: store.clone(),
+            subscriptions: Arc::new(Routes {
+                registry: plugin_registry.clone(),
+                hints: hints_tx,
+                backlog_bytes: backlog_bytes.clone(),
+            }),
+            metrics: ingest_metrics.clone(),
+            inflight_bodies: Default::default(),
+        });
+
+        let reloader = Reloader {
+            config_path,
+            config: config.clone(),
+            host: host.clone(),
+            cache: cache.clone(),
+            registry: plugin_registry.clone(),
+            info: plugins_info.clone(),
+            ingest: ingest.clone(),
+            log_filter,
+            metrics: reload_metrics,
+        };
+        // Watch first, then read: a plugin landing while hookd starts is not missed.
+        let watched = crate::reload::Watched::start(&config.plugins.dir);
+        reloader.load_plugins().await;
+        if let Some(cache) = &cache {
+            let in_use = plugin_registry
+                .snapshot()
+                .values()
+                .map(|p| p.content_hash.clone())
+                .collect();
+            let removed = cache.prune(&in_use);
+            if removed > 0 {
+                info!(removed, "old compiled-code cache entries removed");
+            }
+        }
+
+        let ingest_listener = bind(config.server.listen, "ingest").await?;
+        let admin_listener = match config.admin.listen {
+            Some(addr) => Some(bind(addr, "admin").await?),
+            None => None,
+        };
+        let ingest_addr = ingest_listener.local_addr().context("no local address")?;
+        let admin_addr = match &admin_listener {
+            Some(l) => Some(l.local_addr().context("no local address")?),
+            None => None,
+        };
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let ready = Arc::new(AtomicBool::new(false));
+        let registry = Arc::new(registry);
+
+        let ingest_task = tokio::spawn(hookd_server::serve(
+            ingest_listener,
+            hookd_server::ingest_routes(ingest),
+            ListenerSettings {
+                header_read_timeout: config.server.header_read_timeout,
+                max_connections: config.server.max_connections,
+                max_connections_per_client: config.server.max_connections_per_client,
+                shutdown_grace: SHUTDOWN_GRACE,
+                metrics: Some(ingest_metrics.clone()),
+            },
+            stopped(stop_rx.clone()),
+        ));
+        let admin_task = admin_listener.map(|listener| {
+            let state = Arc::new(AdminState {
+                registry: registry.clone(),
+                store: store.clone(),
+                ready: ready.clone(),
+                info: plugins_info.clone(),
+                ingest: ingest_metrics.clone(),
+                started,
+            });
+            tokio::spawn(hookd_server::serve(
+                listener,
+                hookd_server::admin_routes(state),
+                ListenerSettings {
+                    header_read_timeout: Duration::from_secs(5),
+                    max_connections: 64,
+                    max_connections_per_client: 64,
+                    shutdown_grace: Duration::from_secs(1),
+                    metrics: None,
+                },
+                stopped(stop_rx.clone()),
+            ))
+        });
+
+        let heartbeat = Arc::new(Heartbeat::default());
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            reader: Arc::new(std::sync::Mutex::new(
+                store
+                    .reader()
+                    .context("cannot open a reader on the store")?,
+            )),
+            host: host.clone(),
+            registry: plugin_registry.clone(),
+            hints: hints_rx,
+            metrics: delivery_metrics,
+            // More deliveries in flight than instances: each waits for two commits (its claim,
+            // then its outcome) besides running, and the host's instance semaphore bounds what
+            // runs at once. The payloads they hold stay bounded (in flight x max body).
+            max_in_flight: (config.plugins.max_instances as usize * 4).max(64),
+            heartbeat: heartbeat.clone(),
+            backlog_bytes,
+            run_id: rand::random(),
+        };
+        // Ingest first: deliveries (and the compiling of reloaded plugins) run on their own,
+        // lower-priority threads, never on the listeners' (see `isolation`).
+        let dispatch_task = plugins.spawn(dispatcher.run(stop_rx.clone(), SHUTDOWN_GRACE));
+        let reload_task = plugins.spawn(crate::reload::run(
+            reloader,
+            watched,
+            hup,
+            stop_rx.clone(),
+            |phase| match phase {
+                ReloadPhase::Started => notify::reloading(),
+                ReloadPhase::Finished { applied: true } => {
+                    notify::ready("ready: configuration reloaded")
+                }
+                ReloadPhase::Finished { applied: false } => notify::ready(
+                    "ready: configuration reload refused, the running one is kept (see the journal)",
+                ),
+            },
+        ));
+        tokio::spawn(notify::watchdog(
+            notify::Liveness {
+                store: store.clone(),
+                dispatcher: heartbeat,
+            },
+            stop_rx.clone(),
+        ));
+        let received = ingest_metrics.events_received.clone();
+        let (status_store, status_registry) = (store.clone(), plugin_registry.clone());
+        let mut received_before = received.get();
+        tokio::spawn(notify::status_loop(
+            STATUS_EVERY,
+            move |elapsed| {
+                let now = received.get();
+                let rate = (now - received_before) as f64 / elapsed.as_secs_f64().max(0.001);
+                received_before = now;
+                format!(
+                    "ready: {rate:.1} events/s, {} waiting for the disk, {} plugins loaded",
+                    status_store.queue_len(),
+                    status_registry.snapshot().len()
+                )
+            },
+            stop_rx.clone(),
+        ));
+
+        ready.store(true, Ordering::Release);
+        info!(version = env!("CARGO_PKG_VERSION"), "hookd ready");
+        let mut tasks = vec![ingest_task, dispatch_task, reload_task];
+        tasks.extend(admin_task);
+        Ok(Daemon {
+            ingest_addr,
+            admin_addr,
+            ready,
+            stop: stop_tx,
+            store,
+            registry: plugin_registry,
+            tasks,
+        })
+    }
+
+    /// Where the ingest listener listens.
+    pub fn ingest_addr(&self) -> SocketAddr {
+        self.ingest_addr
+    }
+
+    /// Where the admin listener listens, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// How many plugins are loaded now.
+    pub fn plugin_count(&self) -> usize {
+        self.registry.snapshot().len()
+    }
+
+    /// Stops accepting, finishes in-flight requests and deliveries (each within its grace),
+    /// takes back unfinished claims and closes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.ready.store(false, Ordering::Release);
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .context("the store close task failed")?
+            .context("cannot close the store cleanly")?;
+        info!("store closed; bye");
+        Ok(())
+    }
+}
+
+/// The kernel's queue of connections not yet accepted (capped by `net.core.somaxconn`). A
+/// connection flood fills the default 128 in a moment, and a SYN dropped meanwhile costs any
+/// other client a 1 s retransmission; the accept loop drains this many in a few milliseconds.
+const ACCEPT_BACKLOG: u32 = 1024;
+
+async fn bind(addr: SocketAddr, name: &'static str) -> anyhow::Result<TcpListener> {
+    let listener = (|| {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As std and tokio do: a restart may bind while old connections are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(ACCEPT_BACKLOG)
+    })()
+    .with_context(|| format!("cannot listen on {addr} ({name} listener)"))?;
+    let bound = listener.local_addr().context("no local address")?;
+    info!(listener = name, addr = %bound, "listening on {bound}");
+    Ok(listener)
+}
+
+async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
