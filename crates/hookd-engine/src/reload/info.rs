@@ -1,0 +1,214 @@
+//! What reloads leave for the operator: `hookd_reloads_total`, the last refusal of each
+//! plugin, and the `/plugins` and deliveries answers of the admin listener.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hookd_server::AdminInfo;
+use hookd_store::StoreReader;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use super::rebuild::{Change, ChangeKind, Refusals};
+use crate::plugins::PluginRegistry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabel {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+/// `hookd_reloads_total{kind, outcome}`: `kind` is `plugin` (outcome added, updated,
+/// manifest, removed, failed) or `config` (outcome ok, failed).
+#[derive(Clone)]
+pub struct ReloadMetrics {
+    reloads: Family<ReloadLabel, Counter>,
+}
+
+impl ReloadMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            reloads: Family::default(),
+        };
+        registry.sub_registry_with_prefix("hookd").register(
+            "reloads",
+            "Reloads of plugins (added, updated, manifest, removed, failed) and of the main \
+             config (ok, failed)",
+            m.reloads.clone(),
+        );
+        m
+    }
+
+    pub(super) fn count(&self, kind: &'static str, outcome: &'static str) {
+        self.reloads
+            .get_or_create(&ReloadLabel { kind, outcome })
+            .inc();
+    }
+}
+
+/// The last refusal of a plugin's files, kept until a version of it loads.
+#[derive(Debug, Clone)]
+struct LastError {
+    message: String,
+    /// The content hash of the component refused, when it was read.
+    content_hash: Option<String>,
+    at: SystemTime,
+}
+
+/// What `/plugins` shows: the registry, and the last refusal of each plugin.
+pub struct PluginsInfo {
+    registry: Arc<PluginRegistry>,
+    errors: Mutex<BTreeMap<String, LastError>>,
+    store_dir: PathBuf,
+    /// Opened at the first `GET /status`.
+    reader: Mutex<Option<StoreReader>>,
+}
+
+impl PluginsInfo {
+    pub fn new(registry: Arc<PluginRegistry>, store_dir: PathBuf) -> Self {
+        Self {
+            registry,
+            errors: Mutex::default(),
+            store_dir,
+            reader: Mutex::default(),
+        }
+    }
+
+    /// The refusals a rebuild compares against.
+    pub(super) fn refusals(&self) -> Refusals {
+        self.errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, e)| (name.clone(), (e.content_hash.clone(), e.message.clone())))
+            .collect()
+    }
+
+    fn open_deliveries(
+        &self,
+    ) -> Result<Vec<hookd_store::PluginDeliveries>, hookd_store::StoreError> {
+        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        if reader.is_none() {
+            *reader = Some(StoreReader::open(&self.store_dir)?);
+        }
+        reader
+            .as_ref()
+            .map_or(Ok(Vec::new()), StoreReader::open_deliveries_by_plugin)
+    }
+
+    pub(super) fn record(&self, changes: &[Change]) {
+        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        // Every rebuild looks at every plugin, so an error stays exactly as long as its plugin
+        // is still refused: fixed files (even back to the content already serving, which is
+        // no change) clear it, and so does removing the plugin.
+        let refused_now: HashSet<&str> = changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Failed)
+            .map(|c| c.plugin.as_str())
+            .collect();
+        errors.retain(|name, _| refused_now.contains(name.as_str()));
+        for c in changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Failed && !c.repeat)
+        {
+            errors.insert(
+                c.plugin.clone(),
+                LastError {
+                    message: c.error.clone().unwrap_or_default(),
+                    content_hash: c.new_hash.clone(),
+                    at: SystemTime::now(),
+                },
+            );
+        }
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl AdminInfo for PluginsInfo {
+    fn plugins(&self) -> serde_json::Value {
+        let loaded = self.registry.snapshot();
+        let errors = self
+            .errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut out = Vec::new();
+        for (name, p) in loaded.iter() {
+            let spec = &p.spec;
+            let error = errors.get(name);
+            out.push(json!({
+                "name": name,
+                "loaded": true,
+                "content_hash": p.content_hash,
+                "loaded_at_ms": unix_ms(p.loaded_at),
+                "load_ms": p.load_stats.took.as_secs_f64() * 1000.0,
+                "cache_hit": p.load_stats.cache_hit,
+                "wasm": spec.wasm,
+                "manifest": spec.source,
+                "events": spec.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+                "limits": {
+                    "timeout_ms": spec.limits.timeout.as_millis() as u64,
+                    "memory_bytes": spec.limits.memory_bytes,
+                    "concurrency": spec.limits.concurrency,
+                },
+                "retry": {
+                    "max_attempts": spec.retry.max_attempts,
+                    "initial_backoff_ms": spec.retry.initial_backoff.as_millis() as u64,
+                    "max_backoff_ms": spec.retry.max_backoff.as_millis() as u64,
+                    "max_age_secs": spec.retry.max_age.as_secs(),
+                },
+                "http_origins": spec.capabilities.http.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "kv": spec.capabilities.kv,
+                "last_error": error.map(|e| e.message.clone()),
+                "last_error_at_ms": error.map(|e| unix_ms(e.at)),
+            }));
+        }
+        for (name, error) in errors.iter().filter(|(n, _)| !loaded.contains_key(*n)) {
+            out.push(json!({
+                "name": name,
+                "loaded": false,
+                "last_error": error.message,
+                "last_error_at_ms": unix_ms(error.at),
+            }));
+        }
+        serde_json::Value::Array(out)
+    }
+
+    fn deliveries(&self) -> serde_json::Value {
+        let rows = match self.open_deliveries() {
+            Ok(rows) => rows,
+            Err(e) => return json!({ "error": e.to_string() }),
+        };
+        let loaded = self.registry.snapshot();
+        let (pending, dead) = rows
+            .iter()
+            .fold((0, 0), |(p, d), r| (p + r.pending, d + r.dead));
+        let now = unix_ms(SystemTime::now()) as i64;
+        let by_plugin: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                // How long the longest-waiting due delivery has waited: the plugin's lag
+                // behind ingest (0 when nothing is overdue).
+                let lag_ms = r.oldest_due_ms.map_or(0, |due| (now - due).max(0));
+                json!({
+                    "plugin": r.plugin,
+                    "pending": r.pending,
+                    "dead": r.dead,
+                    "lag_seconds": lag_ms as f64 / 1000.0,
+                    // Pending deliveries of a plugin that is not loaded wait for it (paused).
+                    "paused": !loaded.contains_key(&r.plugin) && r.pending > 0,
+                })
+            })
+            .collect();
+        json!({ "pending": pending, "dead": dead, "by_plugin": by_plugin })
+    }
+}
