@@ -20,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::warn;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::outgoing::{OutgoingPool, Target, Timeouts};
+use crate::outgoing::{OutgoingPool, PooledBody, Target, Timeouts};
 
 /// Requests one delivery may have in flight at once; more wait for a slot.
 pub(crate) const MAX_IN_FLIGHT_PER_DELIVERY: usize = 16;
@@ -304,7 +304,7 @@ impl Body for CappedRequestBody {
 /// A response body with the between-bytes timeout and the size cap. It holds the request's
 /// slots in its delivery until it ends or is dropped (the plugin's slot is the pool's).
 struct ResponseBody {
-    inner: hyper::body::Incoming,
+    inner: PooledBody,
     remaining: u64,
     limit: u64,
     between_bytes: Duration,
