@@ -15,13 +15,14 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use hookd_testkit::http;
+use hookd_testkit::process::{ProcessGroup, Supervised, own_group_and_die_with_us};
 use serde_json::{Value, json};
 
 /// A system under test. Adding one (another webhook receiver, hookd with other settings) is
@@ -719,7 +720,7 @@ pub(crate) fn provide(
 /// Runs `command` to completion, killing it after `limit` or on Ctrl-C.
 pub(crate) fn run_bounded(command: &mut Command, limit: Duration) -> anyhow::Result<ExitStatus> {
     let program = command.get_program().to_string_lossy().into_owned();
-    let mut child = Killed(
+    let mut child = ProcessGroup(
         command
             .spawn()
             .with_context(|| format!("cannot start {program}"))?,
@@ -756,9 +757,12 @@ fn measure(
     command.current_dir(dir.path()).stdin(Stdio::null());
     // Declared after `dir`, so it is dropped (killed) before the dir is removed.
     let mut sut = Supervised::spawn(command, system.name, dir.path().join("output.log"))?;
-    let addr = sut.wait_for_addr(system.ready, Duration::from_secs(30))?;
+    let stop = || INTERRUPTED.load(Ordering::Relaxed);
+    let addr = sut.wait_for_addr(system.ready, Duration::from_secs(30), &stop)?;
     let admin = match system.delivered_by {
-        Some(_) => Some(sut.wait_for_addr("admin listening on ", Duration::from_secs(30))?),
+        Some(_) => {
+            Some(sut.wait_for_addr("admin listening on ", Duration::from_secs(30), &stop)?)
+        }
         None => None,
     };
 
@@ -782,7 +786,7 @@ fn measure(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     own_group_and_die_with_us(&mut loadgen);
-    let mut loadgen = Killed(loadgen.spawn().context("cannot start hookd-loadgen")?);
+    let mut loadgen = ProcessGroup(loadgen.spawn().context("cannot start hookd-loadgen")?);
     let deadline = Instant::now() + settings.loadgen_limit();
     let status = loop {
         if let Some(status) = loadgen.0.try_wait()? {
@@ -857,8 +861,11 @@ fn measure(
         let expected = n(&report["ok"]) + warmup_ok;
         let metric = format!("hookd_deliveries_total{{plugin=\"{plugin}\",outcome=\"ok\"}} ");
         let limit = Duration::from_secs(120);
+        let admin: SocketAddr = admin
+            .parse()
+            .with_context(|| format!("the admin address `{admin}` does not parse"))?;
         let delivered = loop {
-            let n = scrape(&admin, &metric).unwrap_or(0);
+            let n = scrape(admin, &metric).unwrap_or(0);
             if n >= expected || load_ended.elapsed() > limit {
                 break n;
             }
@@ -888,151 +895,9 @@ fn measure(
 }
 
 /// Reads the value of the metric line starting with `prefix` from `GET /metrics`.
-fn scrape(admin: &str, prefix: &str) -> Option<u64> {
-    use std::io::Write as _;
-    let timeout = Some(Duration::from_secs(2));
-    let addr: SocketAddr = admin.parse().ok()?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(timeout).ok()?;
-    stream.set_write_timeout(timeout).ok()?;
-    stream
-        .write_all(
-            format!("GET /metrics HTTP/1.1\r\nhost: {admin}\r\nconnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-}
-
-/// Puts the child in its own process group (a Ctrl-C on the terminal reaches only us, and we
-/// stop it) and, on Linux, has the kernel kill it if we die without getting the chance.
-fn own_group_and_die_with_us(command: &mut Command) {
-    command.process_group(0);
-    #[cfg(target_os = "linux")]
-    // SAFETY: the closure runs between fork and exec; prctl is async-signal-safe and
-    // touches no memory of ours.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// A child process (leader of its own process group) that is killed, with its whole group,
-/// when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            // Not yet reaped, so the group id (= its pid) cannot have been reused.
-            if let Ok(pid) = i32::try_from(self.0.id()) {
-                // SAFETY: kill(2) with a negative pid signals that process group; no memory
-                // is involved.
-                unsafe {
-                    libc::kill(-pid, libc::SIGKILL);
-                }
-            }
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-/// A system under test: its process, with stdout and stderr going to one log file in its
-/// temp dir. Nothing reads that file while the load runs, so watching the system costs no CPU
-/// that the system could have used.
-struct Supervised {
-    child: Killed,
-    name: &'static str,
-    log: PathBuf,
-}
-
-impl Supervised {
-    fn spawn(mut command: Command, name: &'static str, log: PathBuf) -> anyhow::Result<Self> {
-        let file = std::fs::File::create(&log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
-        // Both descriptors share one file offset, so lines from the two streams never
-        // overwrite each other.
-        command.stdout(file.try_clone()?).stderr(file);
-        own_group_and_die_with_us(&mut command);
-        let child = Killed(
-            command
-                .spawn()
-                .with_context(|| format!("cannot start {name}"))?,
-        );
-        Ok(Self { child, name, log })
-    }
-
-    /// Waits for a line with `marker` followed by an address, and returns the address.
-    fn wait_for_addr(&mut self, marker: &str, limit: Duration) -> anyhow::Result<String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            // Startup output is short; read it all each time.
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if let Some(addr) = text.lines().find_map(|l| address_after(l, marker)) {
-                return Ok(addr);
-            }
-            interrupted()?;
-            if let Some(status) = self.exited()? {
-                bail!(
-                    "{} exited before printing `{marker}<address>` ({status}); its last lines:\n{}",
-                    self.name,
-                    self.tail()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "{} printed no `{marker}<address>` line within {limit:?}; its last lines:\n{}",
-                    self.name,
-                    self.tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
-        Ok(self.child.0.try_wait()?)
-    }
-
-    /// The last lines of the system's output, indented, for error messages.
-    fn tail(&self) -> String {
-        const BYTES: u64 = 4096;
-        let mut text = String::new();
-        if let Ok(mut file) = std::fs::File::open(&self.log) {
-            let len = file.metadata().map_or(0, |m| m.len());
-            let _ = file.seek(SeekFrom::Start(len.saturating_sub(BYTES)));
-            let mut bytes = Vec::new();
-            let _ = file.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        // The first line may be cut; 20 lines is enough to see why.
-        lines[lines.len().saturating_sub(20)..]
-            .iter()
-            .map(|l| format!("  {l}\n"))
-            .collect()
-    }
-}
-
-/// The `IP:PORT` right after `marker` in `line`, e.g. in `ingest listening on 127.0.0.1:8080`
-/// or in a JSON log line `…"listening on 127.0.0.1:8080"…`.
-fn address_after(line: &str, marker: &str) -> Option<String> {
-    let rest = &line[line.find(marker)? + marker.len()..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
-        .unwrap_or(rest.len());
-    let addr = &rest[..end];
-    addr.parse::<SocketAddr>().ok().map(|_| addr.to_owned())
+fn scrape(admin: SocketAddr, prefix: &str) -> Option<u64> {
+    let (_, text) = http::get(admin, "/metrics")?;
+    http::metric_value(&text, prefix).map(|v| v as u64)
 }
 
 /// One system at one connection count.
@@ -1312,36 +1177,6 @@ pub(crate) fn catch_signals() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_are_found_in_plain_and_json_lines() {
-        let cases = [
-            (
-                "listening on 127.0.0.1:4242",
-                "listening on ",
-                Some("127.0.0.1:4242"),
-            ),
-            (
-                "ingest listening on 127.0.0.1:80",
-                "ingest listening on ",
-                Some("127.0.0.1:80"),
-            ),
-            (
-                "admin listening on 127.0.0.1:9",
-                "ingest listening on ",
-                None,
-            ),
-            (
-                r#"{"level":"INFO","message":"listening on [::1]:8080","listener":"ingest"}"#,
-                "listening on ",
-                Some("[::1]:8080"),
-            ),
-            ("listening on somewhere", "listening on ", None),
-        ];
-        for (line, marker, expected) in cases {
-            assert_eq!(address_after(line, marker).as_deref(), expected, "{line}");
-        }
-    }
 
     #[test]
     fn connection_lists_are_positive_numbers() {

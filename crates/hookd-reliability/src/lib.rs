@@ -10,17 +10,15 @@
 //! The plugin is the `version-a` test fixture, which increments the key
 //! `a:EVENT_ID:ATTEMPT` in its key-value store on each run: a value above 1 is a duplicate.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use hookd_core::{SIGNATURE_HEADER, Secret};
+use hookd_testkit::{Daemon, Launch, StoreView};
 
 const SECRET: &str = "hookd-crash-secret-0123456789abcdef";
 const STARTUP_LIMIT: Duration = Duration::from_secs(60);
@@ -83,89 +81,18 @@ impl CrashReport {
     }
 }
 
-/// A running daemon.
-struct Daemon {
-    child: Child,
-    ingest: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Daemon {
-    fn start(settings: &CrashSettings) -> anyhow::Result<(Daemon, Duration)> {
-        let started = Instant::now();
-        let mut child = Command::new(&settings.hookd)
-            .args(["serve", "--config"])
-            .arg(settings.dir.join("hookd.toml"))
-            .envs(settings.env.iter().map(|(k, v)| (k, v)))
-            .env_remove("HOOKD_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", settings.hookd.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut ingest, mut admin) = (None, None);
-        while ingest.is_none() || admin.is_none() {
-            let Some(line) = lines.next() else {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("hookd exited before announcing its addresses");
-            };
-            let line = line?;
-            if let Some(a) = line.strip_prefix("ingest listening on ") {
-                ingest = Some(a.trim().parse()?);
-            } else if let Some(a) = line.strip_prefix("admin listening on ") {
-                admin = Some(a.trim().parse()?);
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        let daemon = Daemon {
-            child,
-            ingest: ingest.unwrap_or_else(|| unreachable!()),
-            admin: admin.unwrap_or_else(|| unreachable!()),
-        };
-        let client = client(Duration::from_secs(2))?;
-        loop {
-            let ready = client
-                .get(format!("http://{}/readyz", daemon.admin))
-                .send()
-                .is_ok_and(|r| r.status() == 200);
-            if ready {
-                break;
-            }
-            if started.elapsed() > STARTUP_LIMIT {
-                bail!("hookd was not ready within {STARTUP_LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok((daemon, started.elapsed()))
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn terminate(mut self) -> anyhow::Result<()> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let started = Instant::now();
-        while self.child.try_wait()?.is_none() {
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("hookd did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the daemon on the harness's config: no logs kept (the config logs warnings only,
+/// to a discarded stderr), 60 s to be ready, `/readyz` asked every 2 ms so restart-to-ready is
+/// measured closely.
+fn start(settings: &CrashSettings) -> anyhow::Result<(Daemon, Duration)> {
+    let launch = Launch {
+        env: settings.env.clone(),
+        keep_logs: false,
+        startup_limit: STARTUP_LIMIT,
+        ready_poll: Duration::from_millis(2),
+        ..Launch::new(&settings.hookd, settings.dir.join("hookd.toml"))
+    };
+    Daemon::launch(&launch).with_context(|| format!("cannot start {}", settings.hookd.display()))
 }
 
 fn client(timeout: Duration) -> anyhow::Result<reqwest::blocking::Client> {
@@ -207,7 +134,7 @@ pub fn crash_loops(settings: &CrashSettings) -> anyhow::Result<CrashReport> {
     let (low, high) = settings.run_ms;
 
     for _ in 0..settings.loops {
-        let (daemon, took) = Daemon::start(settings)?;
+        let (daemon, took) = start(settings)?;
         restarts.push(took);
         let stop = Arc::new(AtomicBool::new(false));
         let senders: Vec<_> = (0..settings.senders)
@@ -252,7 +179,7 @@ pub fn crash_loops(settings: &CrashSettings) -> anyhow::Result<CrashReport> {
     }
 
     // The last start: recovery, then every pending delivery drains.
-    let (daemon, took) = Daemon::start(settings)?;
+    let (daemon, took) = start(settings)?;
     restarts.push(took);
     let db = settings.dir.join("state/hookd.db");
     let drained = Instant::now();
@@ -266,9 +193,11 @@ pub fn crash_loops(settings: &CrashSettings) -> anyhow::Result<CrashReport> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    daemon.terminate()?;
+    daemon
+        .terminate(Duration::from_secs(30))
+        .context("hookd did not stop within 30 s of SIGTERM")?;
 
-    let stored = stored_ids(&db)?;
+    let stored = open(&db)?.event_ids()?;
     let runs = plugin_runs(&db)?;
     let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let lost = acked.iter().filter(|id| !stored.contains(*id)).count();
@@ -291,43 +220,18 @@ pub fn crash_loops(settings: &CrashSettings) -> anyhow::Result<CrashReport> {
     })
 }
 
-fn open(db: &Path) -> anyhow::Result<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("cannot open {}", db.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    Ok(conn)
+fn open(db: &Path) -> anyhow::Result<StoreView> {
+    StoreView::open_db(db).with_context(|| format!("cannot open {}", db.display()))
 }
 
 fn pending_deliveries(db: &Path) -> anyhow::Result<i64> {
-    Ok(open(db)?.query_row(
-        "SELECT count(*) FROM deliveries WHERE state = 'pending'",
-        [],
-        |r| r.get(0),
-    )?)
-}
-
-fn stored_ids(db: &Path) -> anyhow::Result<HashSet<String>> {
-    let conn = open(db)?;
-    let mut stmt = conn.prepare("SELECT id FROM events")?;
-    let ids = stmt
-        .query_map([], |r| r.get::<_, String>(0))?
-        .collect::<Result<_, _>>()?;
-    Ok(ids)
+    Ok(open(db)?.pending_deliveries()?)
 }
 
 /// Event id -> how many times the plugin ran its first attempt.
 fn plugin_runs(db: &Path) -> anyhow::Result<HashMap<String, u64>> {
-    let conn = open(db)?;
-    let mut stmt = conn.prepare("SELECT key, value FROM kv WHERE plugin = 'recorder'")?;
     let mut runs = HashMap::new();
-    let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-    })?;
-    for row in rows {
-        let (key, value) = row?;
+    for (key, value) in open(db)?.kv("recorder")? {
         // a:EVENT_ID:ATTEMPT; an attempt after the first is a retry, not a duplicate.
         let Some((id, attempt)) = key
             .strip_prefix("a:")

@@ -10,11 +10,11 @@
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use hookd_testkit::{Daemon, Launch, http, poll_until};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, Parser)]
@@ -92,16 +92,16 @@ fn main() -> anyhow::Result<()> {
     let target = plugins.join("swap.wasm");
     std::fs::write(&target, variant(&component, "swap-0"))?;
     std::fs::write(plugins.join("swap.toml"), "events = [\"*\"]\n")?;
-    let daemon = Daemon::start(&args.hookd, work.path())?;
-    daemon.wait_plugins(1)?;
+    let daemon = start(&args.hookd, work.path())?;
+    wait_plugins(&daemon, 1)?;
     let mut compiled = Vec::new();
     let mut cached = Vec::new();
     let known = [variant(&component, "swap-0"), variant(&component, "swap-1")];
     for i in 1..=args.swaps {
         // New code: compiled. Then code seen before: read from the cache.
         let fresh = variant(&component, &format!("swap-new-{i}"));
-        compiled.push(daemon.land(&target, &fresh)?);
-        cached.push(daemon.land(&target, &known[i % 2])?);
+        compiled.push(land(&daemon, &target, &fresh)?);
+        cached.push(land(&daemon, &target, &known[i % 2])?);
     }
     drop(daemon);
 
@@ -118,28 +118,28 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(plugins.join(format!("m{i}.toml")), "events = [\"*\"]\n")?;
     }
     let idle = |daemon: &Daemon| -> anyhow::Result<f64> {
-        daemon.wait_plugins(args.memory_plugins)?;
+        wait_plugins(daemon, args.memory_plugins)?;
         std::thread::sleep(Duration::from_secs(2));
-        Ok(daemon.memory_mb("VmRSS"))
+        Ok(memory_mb(daemon, "VmRSS"))
     };
-    let daemon = Daemon::start(&args.hookd, work.path())?;
+    let daemon = start(&args.hookd, work.path())?;
     let idle_cold = idle(&daemon)?;
-    daemon.stop()?;
-    let daemon = Daemon::start(&args.hookd, work.path())?;
+    stop(daemon)?;
+    let daemon = start(&args.hookd, work.path())?;
     let idle_warm = idle(&daemon)?;
     let ingest = daemon.ingest;
     let sent = send_events(ingest, args.memory_events)?;
     let expected = (sent * args.memory_plugins) as u64;
     let drained = Instant::now();
-    while daemon.delivered() < expected {
+    while delivered(&daemon) < expected {
         if drained.elapsed() > Duration::from_secs(300) {
             bail!("deliveries did not drain within 300 s");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let peak = daemon.memory_mb("VmHWM");
-    let after = daemon.memory_mb("VmRSS");
-    daemon.stop()?;
+    let peak = memory_mb(&daemon, "VmHWM");
+    let after = memory_mb(&daemon, "VmRSS");
+    stop(daemon)?;
     println!(
         "\nmemory with {} plugins: idle after a cold start {idle_cold:.1} MB, after a warm start \
          {idle_warm:.1} MB; {sent} events x {} plugins delivered: peak {peak:.1} MB, after {after:.1} MB",
@@ -239,147 +239,80 @@ fn write_config(dir: &Path) -> anyhow::Result<()> {
 
 /// Spawn to `/readyz` answering 200, with every plugin loaded; then a clean stop.
 fn start_to_ready(hookd: &Path, dir: &Path, plugins: usize) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let daemon = Daemon::start(hookd, dir)?;
-    loop {
-        if let Some((200, _)) = get(daemon.admin, "/readyz") {
-            break;
-        }
-        if started.elapsed() > LIMIT {
-            bail!("hookd was not ready within {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let took = started.elapsed();
-    daemon.wait_plugins(plugins)?;
-    daemon.stop()?;
+    let (daemon, took) = Daemon::launch(&launch(hookd, dir))?;
+    wait_plugins(&daemon, plugins)?;
+    stop(daemon)?;
     Ok(took)
 }
 
-struct Daemon {
-    child: Child,
-    admin: SocketAddr,
-    ingest: SocketAddr,
-}
-
-impl Daemon {
-    fn start(hookd: &Path, dir: &Path) -> anyhow::Result<Daemon> {
-        let mut child = Command::new(hookd)
-            .args(["serve", "--config"])
-            .arg(dir.join("hookd.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", hookd.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut ingest, mut admin) = (None, None);
-        while ingest.is_none() || admin.is_none() {
-            let Some(line) = lines.next() else {
-                let _ = child.kill();
-                bail!("hookd exited before announcing its addresses");
-            };
-            let line = line?;
-            if let Some(addr) = line.strip_prefix("admin listening on ") {
-                admin = Some(addr.trim().parse()?);
-            } else if let Some(addr) = line.strip_prefix("ingest listening on ") {
-                ingest = Some(addr.trim().parse()?);
-            }
-        }
-        // Keep draining stdout so the daemon never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Daemon {
-            child,
-            admin: admin.context("no admin address")?,
-            ingest: ingest.context("no ingest address")?,
-        })
-    }
-
-    /// `field` (`VmRSS`, `VmHWM`) of the daemon's /proc status, in MB.
-    fn memory_mb(&self, field: &str) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|status| {
-                status.lines().find_map(|l| {
-                    l.strip_prefix(field)?
-                        .trim_start_matches(':')
-                        .trim()
-                        .strip_suffix(" kB")?
-                        .parse::<f64>()
-                        .ok()
-                })
-            })
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    }
-
-    /// Successful deliveries so far, all plugins together, from `/metrics`.
-    fn delivered(&self) -> u64 {
-        get(self.admin, "/metrics").map_or(0, |(_, body)| {
-            body.lines()
-                .filter(|l| {
-                    l.starts_with("hookd_deliveries_total{") && l.contains("outcome=\"ok\"")
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum()
-        })
-    }
-
-    fn hashes(&self) -> Vec<String> {
-        get(self.admin, "/plugins")
-            .and_then(|(_, body)| serde_json::from_str::<Vec<serde_json::Value>>(&body).ok())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|p| p["content_hash"].as_str().map(str::to_owned))
-            .collect()
-    }
-
-    fn wait_plugins(&self, n: usize) -> anyhow::Result<()> {
-        let started = Instant::now();
-        while self.hashes().len() < n {
-            if started.elapsed() > LIMIT {
-                bail!("fewer than {n} plugins loaded after {LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(())
-    }
-
-    /// Renames `bytes` into place at `target`; returns the time until `/plugins` shows it.
-    fn land(&self, target: &Path, bytes: &[u8]) -> anyhow::Result<Duration> {
-        let expected = hex::encode(Sha256::digest(bytes));
-        let tmp = target.with_extension("wasm.part");
-        std::fs::write(&tmp, bytes)?;
-        let landed = Instant::now();
-        std::fs::rename(&tmp, target)?;
-        while !self.hashes().contains(&expected) {
-            if landed.elapsed() > LIMIT {
-                bail!("the new plugin did not serve within {LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(landed.elapsed())
-    }
-
-    fn stop(mut self) -> anyhow::Result<()> {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let started = Instant::now();
-        while self.child.try_wait()?.is_none() {
-            if started.elapsed() > LIMIT {
-                bail!("hookd did not stop within {LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(())
+/// The daemon on `dir`'s config: stderr discarded, `/readyz` asked every 2 ms while it starts
+/// so restart-to-ready is measured closely.
+fn launch(hookd: &Path, dir: &Path) -> Launch {
+    Launch {
+        keep_logs: false,
+        startup_limit: LIMIT,
+        ready_poll: Duration::from_millis(2),
+        ..Launch::new(hookd, dir.join("hookd.toml"))
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+fn start(hookd: &Path, dir: &Path) -> anyhow::Result<Daemon> {
+    Ok(Daemon::launch(&launch(hookd, dir))?.0)
+}
+
+/// `field` (`VmRSS`, `VmHWM`) of the daemon's /proc status, in MB.
+fn memory_mb(daemon: &Daemon, field: &str) -> f64 {
+    daemon
+        .proc_status_kib(field)
+        .map_or(f64::NAN, |kb| kb as f64 / 1024.0)
+}
+
+/// Successful deliveries so far, all plugins together, from `/metrics`.
+fn delivered(daemon: &Daemon) -> u64 {
+    daemon.admin_get("/metrics").map_or(0, |(_, body)| {
+        http::metric_sum(&body, "hookd_deliveries_total", &["outcome=\"ok\""]) as u64
+    })
+}
+
+fn hashes(daemon: &Daemon) -> Vec<String> {
+    daemon
+        .admin_get("/plugins")
+        .and_then(|(_, body)| serde_json::from_str::<Vec<serde_json::Value>>(&body).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p["content_hash"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn wait_plugins(daemon: &Daemon, n: usize) -> anyhow::Result<()> {
+    if !poll_until(LIMIT, Duration::from_millis(5), || {
+        hashes(daemon).len() >= n
+    }) {
+        bail!("fewer than {n} plugins loaded after {LIMIT:?}");
     }
+    Ok(())
+}
+
+/// Renames `bytes` into place at `target`; returns the time until `/plugins` shows it.
+fn land(daemon: &Daemon, target: &Path, bytes: &[u8]) -> anyhow::Result<Duration> {
+    let expected = hex::encode(Sha256::digest(bytes));
+    let tmp = target.with_extension("wasm.part");
+    std::fs::write(&tmp, bytes)?;
+    let landed = Instant::now();
+    std::fs::rename(&tmp, target)?;
+    if !poll_until(LIMIT, Duration::from_millis(2), || {
+        hashes(daemon).contains(&expected)
+    }) {
+        bail!("the new plugin did not serve within {LIMIT:?}");
+    }
+    Ok(landed.elapsed())
+}
+
+fn stop(daemon: Daemon) -> anyhow::Result<()> {
+    daemon
+        .terminate(LIMIT)
+        .with_context(|| format!("hookd did not stop within {LIMIT:?}"))?;
+    Ok(())
 }
 
 /// Sends `count` signed events over 4 keep-alive connections; returns how many got a 200.
@@ -436,18 +369,6 @@ fn send_events(addr: SocketAddr, count: usize) -> anyhow::Result<usize> {
             .map_err(|_| anyhow::anyhow!("a sender panicked"))??;
     }
     Ok(ok)
-}
-
-/// A minimal HTTP/1.0 GET on the admin listener: status and body.
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
 }
 
 struct Summary {

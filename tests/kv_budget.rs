@@ -4,12 +4,10 @@
 //! 300 events): alone p50 1.2 ms, p99 8 ms; with the plugin, p50 12 ms, p99 28 ms, 78 events/s;
 //! without the budget p50 37 ms, p99 513 ms, 13 events/s.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Env, install_plugin, wait_until};
 use hookd_test_plugins as wasm;
+use hookd_testkit::{Env, install_plugin, wait_until};
 
 /// Every delivery overwrites 4 keys of 1 MiB each; 16 deliveries run at once.
 const KV_HEAVY: &str = "events = [\"message.*\"]
@@ -27,12 +25,12 @@ value_bytes = \"1048576\"
 
 /// Sends `n` signed events one after another on one connection; returns the sorted
 /// latencies of the 200s (every answer must be a 200).
-fn send(daemon: &common::Daemon, prefix: &str, n: usize) -> Vec<Duration> {
-    let client = common::client();
+fn send(daemon: &hookd_testkit::Daemon, prefix: &str, n: usize) -> Vec<Duration> {
+    let client = hookd_testkit::client();
     let mut latencies = Vec::with_capacity(n);
     for i in 0..n {
-        let body = common::event(&format!("{prefix}-{i}"), "message.created");
-        let signature = common::sign(&body);
+        let body = hookd_testkit::event(&format!("{prefix}-{i}"), "message.created");
+        let signature = hookd_testkit::sign(&body);
         let started = Instant::now();
         let response = client
             .post(daemon.url())
@@ -64,14 +62,14 @@ fn a_plugin_writing_megabytes_to_its_kv_store_does_not_hold_up_ingest() {
     // Warm up until the plugin's writes are flowing.
     let _ = send(&daemon, "warm", 20);
     wait_until("the plugin writes", Duration::from_secs(30), || {
-        common::deliveries(&env.store_dir())
+        hookd_testkit::deliveries(&env.store_dir())
             .values()
             .any(|(state, _, _)| state == "done")
     });
     let started = Instant::now();
     let busy = send(&daemon, "busy", 300);
     let took = started.elapsed();
-    let done = common::deliveries(&env.store_dir())
+    let done = hookd_testkit::deliveries(&env.store_dir())
         .values()
         .filter(|(state, _, _)| state == "done")
         .count();
@@ -95,7 +93,7 @@ fn a_plugin_writing_megabytes_to_its_kv_store_does_not_hold_up_ingest() {
     )
     .unwrap();
     wait_until("every delivery done", Duration::from_secs(120), || {
-        let rows = common::deliveries(&env.store_dir());
+        let rows = hookd_testkit::deliveries(&env.store_dir());
         rows.len() == 320 && rows.values().all(|(state, _, _)| state == "done")
     });
     let conn = rusqlite::Connection::open_with_flags(

@@ -3,15 +3,13 @@
 //! to fix it, and keep what serves on a reload; a secret in a config that does not parse is
 //! printed by neither.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, Env, client, install_plugin, wait_until};
 use hookd_config::HOST_BYTES_PER_INSTANCE;
 use hookd_test_plugins as wasm;
+use hookd_testkit::{Daemon, Env, client, install_plugin, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Two plugins of 2 instances x (64 MiB + the host allowance) fit; a third does not.
@@ -60,7 +58,7 @@ fn last_error(daemon: &Daemon, name: &str) -> String {
 }
 
 fn check(config: &Path) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_hookd"))
+    let output = Command::new(hookd_testkit::hookd_binary())
         .args(["check", "--config"])
         .arg(config)
         .output()
@@ -163,12 +161,12 @@ fn serve_keeps_the_plugins_that_fit_and_refuses_what_would_not_at_start_and_on_r
     // Events still reach the plugins that serve.
     assert_eq!(
         daemon
-            .post(&common::event("caps-1", "message.created"))
+            .post(&hookd_testkit::event("caps-1", "message.created"))
             .status(),
         200
     );
     wait_until("a and b delivered", WAIT, || {
-        let rows = common::deliveries(&env.store_dir());
+        let rows = hookd_testkit::deliveries(&env.store_dir());
         ["a", "b"].iter().all(|p| {
             rows.get(&("caps-1".to_owned(), (*p).to_owned()))
                 .is_some_and(|(state, _, _)| state == "done")
@@ -202,7 +200,7 @@ fn a_secret_in_a_config_that_does_not_parse_is_printed_neither_at_start_nor_on_r
 
     // At start: refused, exit 2, the position and what was expected, not the value.
     std::fs::write(&env.config, &bad).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_hookd"))
+    let output = Command::new(hookd_testkit::hookd_binary())
         .args(["serve", "--config"])
         .arg(&env.config)
         .output()
@@ -251,7 +249,8 @@ fn a_secret_in_a_config_that_does_not_parse_is_printed_neither_at_start_nor_on_r
         .text()
         .unwrap();
     assert!(!status.contains("s3cr3t"), "{status}");
-    let logs = daemon.logs().join("\n");
+    let (status, logs) = daemon.stop_with_logs();
+    let logs = logs.join("\n");
     assert!(!logs.contains("s3cr3t"), "{logs}");
-    assert!(daemon.stop().success());
+    assert!(status.success());
 }

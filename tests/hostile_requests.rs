@@ -3,19 +3,17 @@
 //! floods with a plugin subscribed. Each gets the contract's answer, the daemon stays healthy,
 //! and nothing unauthenticated reaches the store or a plugin.
 
-mod common;
-
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Env, client, deliveries, event, install_plugin, stored_ids, wait_until};
 use hookd_test_plugins as wasm;
+use hookd_testkit::{Env, client, deliveries, event, install_plugin, stored_ids, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn healthy(daemon: &common::Daemon) -> bool {
+fn healthy(daemon: &hookd_testkit::Daemon) -> bool {
     client()
         .get(daemon.admin_url("/healthz"))
         .send()
@@ -132,7 +130,7 @@ fn a_flood_of_one_id_is_stored_and_delivered_once() {
     });
     assert_eq!(deliveries(&env.store_dir()).len(), 1);
     assert_eq!(
-        common::kv_counter(&env.store_dir(), "versioned", "a:dup-flood:1"),
+        hookd_testkit::kv_counter(&env.store_dir(), "versioned", "a:dup-flood:1"),
         Some(1),
         "the plugin ran once"
     );
@@ -158,7 +156,7 @@ fn an_unauthenticated_flood_reaches_neither_the_store_nor_a_plugin() {
             let daemon = daemon.clone();
             std::thread::spawn(move || {
                 let other = event("signed-for-another-body", "message.created");
-                let foreign = common::sign(&other);
+                let foreign = hookd_testkit::sign(&other);
                 for i in 0..250 {
                     let body = event(&format!("forged-{t}-{i}"), "message.created");
                     let signature = match i % 3 {
@@ -210,7 +208,11 @@ fn an_unauthenticated_flood_reaches_neither_the_store_nor_a_plugin() {
         .query_row("SELECT count(*) FROM kv", [], |r| r.get(0))
         .unwrap();
     assert_eq!(keys, 1, "the plugin saw only the genuine event");
-    let logs = daemon.logs().join("\n");
+    let Ok(daemon) = Arc::try_unwrap(daemon) else {
+        panic!("a sender still holds the daemon");
+    };
+    let (_, logs) = daemon.stop_with_logs();
+    let logs = logs.join("\n");
     assert!(
         !logs.contains("forged-"),
         "unauthenticated ids reached the logs"

@@ -8,7 +8,7 @@ use std::process::Command;
 
 #[test]
 fn check_output_matches_golden_files() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("check");
     let mut cases: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -24,7 +24,7 @@ fn check_output_matches_golden_files() {
     let mut failures = Vec::new();
     for case in cases {
         let name = case.file_name().unwrap().to_str().unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_hookd"))
+        let output = Command::new(hookd_testkit::hookd_binary())
             .args(["check", "--config", name])
             .current_dir(&dir)
             .env_remove("HOOKD_CHECK_TEST_UNSET")

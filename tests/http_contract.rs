@@ -1,12 +1,10 @@
 //! Every row of the ingest HTTP contract, against the real binary over real HTTP.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{Env, event, sign, stored_ids};
+use hookd_testkit::{Env, event, sign, stored_ids};
 use serde_json::Value;
 
 #[test]
@@ -80,8 +78,9 @@ fn missing_wrong_and_foreign_signatures_get_the_same_generic_401() {
         metrics.contains(r#"hookd_requests_rejected_total{reason="bad_signature"} 4"#),
         "{metrics}"
     );
-    // Nothing of the unauthenticated body reaches the logs.
-    let logs = daemon.logs().join("\n");
+    // Nothing of the unauthenticated body reaches the logs (all of them, after the stop).
+    let (_, logs) = daemon.stop_with_logs();
+    let logs = logs.join("\n");
     assert!(!logs.contains("evt-unsigned"), "{logs}");
 }
 
@@ -106,6 +105,46 @@ fn uppercase_and_prefixed_signatures_verify() {
 }
 
 /// Sends raw bytes and returns what came back before the server closed or `timeout` passed.
+/// A signed `POST /webhooks` of event `id`, as bytes.
+fn signed_request(id: &str) -> Vec<u8> {
+    let body = event(id, "message.created");
+    let mut request = format!(
+        "POST /webhooks HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nx-protocol-signature: {}\r\n\r\n",
+        body.len(),
+        sign(&body),
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    request
+}
+
+/// Sends event `id` on a kept-alive connection and reads the whole answer (head and a body
+/// of `content-length` bytes), leaving the connection open.
+fn keep_alive_post(stream: &mut TcpStream, id: &str) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(&signed_request(id)).unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        answer.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&answer).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
 fn raw_exchange(addr: std::net::SocketAddr, request: &[u8], timeout: Duration) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(timeout)).unwrap();
@@ -217,10 +256,10 @@ fn an_unknown_event_type_is_accepted() {
 fn wrong_method_is_405_and_wrong_path_is_404() {
     let env = Env::new("");
     let daemon = env.start();
-    let response = common::client().get(daemon.url()).send().unwrap();
+    let response = hookd_testkit::client().get(daemon.url()).send().unwrap();
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "POST");
-    let response = common::client()
+    let response = hookd_testkit::client()
         .post(format!("http://{}/elsewhere", daemon.ingest))
         .body("{}")
         .send()
@@ -256,7 +295,7 @@ fn the_store_being_unavailable_gets_503_with_retry_after_and_nothing_is_acknowle
             let url = url.clone();
             std::thread::spawn(move || {
                 let body = event(&format!("evt-blocked-{i}"), "message.created");
-                let response = common::client()
+                let response = hookd_testkit::client()
                     .post(url)
                     .header("x-protocol-signature", sign(&body))
                     .body(body)
@@ -354,27 +393,25 @@ fn connections_beyond_the_cap_wait_for_a_free_slot() {
         "max_connections = 2\nmax_connections_per_client = 2\nheader_read_timeout_ms = 60000",
     );
     let daemon = env.start();
-    // Two idle connections take both slots.
-    let first = TcpStream::connect(daemon.ingest).unwrap();
-    let second = TcpStream::connect(daemon.ingest).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let body = event("evt-capped", "message.created");
-    let request = format!(
-        "POST /webhooks HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nx-protocol-signature: {}\r\n\r\n{}",
-        body.len(),
-        sign(&body),
-        String::from_utf8_lossy(&body)
-    );
+    // Two keep-alive connections take both slots: each has been answered, so each is
+    // accepted and holds its slot.
+    let mut first = TcpStream::connect(daemon.ingest).unwrap();
+    assert!(keep_alive_post(&mut first, "evt-first").starts_with("HTTP/1.1 200"));
+    let mut second = TcpStream::connect(daemon.ingest).unwrap();
+    assert!(keep_alive_post(&mut second, "evt-second").starts_with("HTTP/1.1 200"));
     let mut third = TcpStream::connect(daemon.ingest).unwrap();
-    third.write_all(request.as_bytes()).unwrap();
-    third
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
+    third.write_all(&signed_request("evt-capped")).unwrap();
+    // Evidence that the third waits: a request sent after it on a held slot is answered,
+    // and still nothing came back on the third nor was its event stored.
+    assert!(keep_alive_post(&mut second, "evt-later").starts_with("HTTP/1.1 200"));
+    third.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 1024];
     assert!(
-        third.read(&mut buf).is_err(),
+        matches!(third.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "served beyond the connection cap"
     );
+    assert!(!stored_ids(&env.store_dir()).contains("evt-capped"));
+    third.set_nonblocking(false).unwrap();
     drop(first);
     third
         .set_read_timeout(Some(Duration::from_secs(10)))

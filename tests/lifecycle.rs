@@ -1,14 +1,12 @@
 //! Start, serve, stop: admin endpoints, graceful shutdown, what the logs say.
 
-mod common;
-
-use common::{Env, event};
+use hookd_testkit::{Env, event};
 
 #[test]
 fn admin_endpoints_report_health_readiness_and_metrics() {
     let env = Env::new("");
     let daemon = env.start();
-    let client = common::client();
+    let client = hookd_testkit::client();
     let health = client.get(daemon.admin_url("/healthz")).send().unwrap();
     assert_eq!(health.status(), 200);
     let ready = client.get(daemon.admin_url("/readyz")).send().unwrap();
@@ -39,10 +37,10 @@ fn sigterm_stops_cleanly_and_the_logs_say_so() {
         daemon.post(&event("evt-bye", "message.created")).status(),
         200
     );
-    let logs = daemon.logs.clone();
-    let status = daemon.stop();
+    // Every line, read to the end of the log after the exit.
+    let (status, logs) = daemon.stop_with_logs();
     assert!(status.success(), "{status:?}");
-    let logs = logs.lock().unwrap().join("\n");
+    let logs = logs.join("\n");
     assert!(logs.contains("\"event_id\":\"evt-bye\""), "{logs}");
     assert!(
         logs.contains("\"event_type\":\"message.created\""),
@@ -50,7 +48,7 @@ fn sigterm_stops_cleanly_and_the_logs_say_so() {
     );
     assert!(logs.contains("store closed"), "{logs}");
     // Secrets never reach the logs.
-    assert!(!logs.contains(common::SECRET), "{logs}");
+    assert!(!logs.contains(hookd_testkit::SECRET), "{logs}");
 }
 
 #[test]
@@ -62,7 +60,7 @@ fn a_broken_config_refuses_to_start_with_every_problem_listed() {
         "[server]\nlisten = \"nowhere\"\n[verify]\nsecrets = [\"short\"]\n",
     )
     .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookd"))
+    let output = std::process::Command::new(hookd_testkit::hookd_binary())
         .args(["serve", "--config"])
         .arg(&config)
         .output()
@@ -78,9 +76,9 @@ fn a_broken_config_refuses_to_start_with_every_problem_listed() {
 fn sign_and_send_deliver_an_event_the_daemon_accepts() {
     let env = Env::new("");
     let daemon = env.start();
-    let events = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/events");
+    let events = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events");
     let secret_file = env.dir.path().join("secret");
-    let sign = std::process::Command::new(env!("CARGO_BIN_EXE_hookd"))
+    let sign = std::process::Command::new(hookd_testkit::hookd_binary())
         .args(["sign", "--secret-file"])
         .arg(&secret_file)
         .arg(events.join("message.updated.json"))
@@ -90,11 +88,11 @@ fn sign_and_send_deliver_an_event_the_daemon_accepts() {
     let body = std::fs::read(events.join("message.updated.json")).unwrap();
     assert_eq!(
         String::from_utf8_lossy(&sign.stdout).trim(),
-        common::sign(&body)
+        hookd_testkit::sign(&body)
     );
 
     let send = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_hookd"))
+        std::process::Command::new(hookd_testkit::hookd_binary())
             .args(["send", "--url", &daemon.url(), "--secret-file"])
             .arg(&secret_file)
             .args(extra)
@@ -112,7 +110,7 @@ fn sign_and_send_deliver_an_event_the_daemon_accepts() {
     );
     let fresh = send(&["--new-id"]);
     assert!(String::from_utf8_lossy(&fresh.stdout).contains(r#""duplicate":false"#));
-    assert_eq!(common::stored_ids(&env.store_dir()).len(), 2);
+    assert_eq!(hookd_testkit::stored_ids(&env.store_dir()).len(), 2);
 }
 
 /// The production config reads its secret from `$CREDENTIALS_DIRECTORY`, which only the
@@ -136,7 +134,7 @@ fn dlq_works_without_the_services_credentials() {
     )
     .unwrap();
     let hookd = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_hookd"))
+        std::process::Command::new(hookd_testkit::hookd_binary())
             .args(args)
             .arg("--config")
             .arg(&env.config)

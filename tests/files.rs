@@ -3,14 +3,12 @@
 //! start with a message naming the path and the fix; the database and its journal files are
 //! 0600 whatever the umask of whoever starts hookd.
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Env, wait_until};
+use hookd_testkit::{Env, wait_until};
 
 /// A manual start with the usual login umask (the unit's `UMask=0077` does not apply).
 fn loose_umask() {
@@ -25,7 +23,7 @@ fn chmod(path: &Path, mode: u32) {
 
 /// Runs `hookd serve` to its exit (it must not start); returns its exit code and stderr.
 fn serve_refused(env: &Env) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookd"))
+    let mut child = Command::new(hookd_testkit::hookd_binary())
         .args(["serve", "--log-format", "json", "--config"])
         .arg(&env.config)
         .env_remove("HOOKD_LOG")
@@ -34,7 +32,7 @@ fn serve_refused(env: &Env) -> (i32, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let status = common::wait_with_timeout(&mut child, Duration::from_secs(30));
+    let status = hookd_testkit::wait_with_timeout(&mut child, Duration::from_secs(30));
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     (status.code().unwrap_or(-1), stderr)
@@ -73,16 +71,16 @@ fn a_store_folder_writable_by_group_stops_the_start_and_says_how_to_fix_it() {
 }
 
 #[test]
+#[ignore = "needs root: gives the store folder to another user; .ci/run runs it with --ignored"]
 fn a_store_folder_owned_by_another_user_stops_the_start() {
     loose_umask();
     let env = Env::new("");
     let state = env.store_dir();
     std::fs::create_dir(&state).unwrap();
     chmod(&state, 0o700);
-    // Only root can give a folder away; as another user this test cannot arrange it.
-    if std::os::unix::fs::chown(&state, Some(65534), Some(65534)).is_err() {
-        eprintln!("SKIPPED: cannot chown to nobody here (needs root)");
-        return;
+    // Only root can give a folder away.
+    if let Err(e) = std::os::unix::fs::chown(&state, Some(65534), Some(65534)) {
+        panic!("cannot chown to nobody ({e}): this test needs root");
     }
     let (code, stderr) = serve_refused(&env);
     assert_eq!(code, 1, "{stderr}");
@@ -123,7 +121,7 @@ fn the_database_and_its_journal_files_are_private_whatever_the_umask() {
     loose_umask();
     let env = Env::new("");
     let daemon = env.start();
-    let body = common::event("files-1", "message.created");
+    let body = hookd_testkit::event("files-1", "message.created");
     assert_eq!(daemon.post(&body).status(), 200);
     let state = env.store_dir();
     for file in ["hookd.db", "hookd.db-wal", "hookd.db-shm"] {
@@ -141,14 +139,9 @@ fn the_database_and_its_journal_files_are_private_whatever_the_umask() {
     chmod(&state.join("hookd.db"), 0o644);
     let daemon = env.start();
     assert_eq!(mode(&state.join("hookd.db")), 0o600);
-    assert!(
-        daemon
-            .logs()
-            .iter()
-            .any(|l| l.contains("the store file was readable by others; made it 0600")),
-        "{:#?}",
-        daemon.logs()
-    );
+    daemon.wait_for_log("the repair is logged", Duration::from_secs(30), |l| {
+        l.contains("the store file was readable by others; made it 0600")
+    });
     assert!(daemon.stop().success());
 }
 
@@ -156,7 +149,7 @@ fn the_database_and_its_journal_files_are_private_whatever_the_umask() {
 fn a_cache_entry_others_could_have_written_is_never_loaded() {
     loose_umask();
     let env = Env::new("");
-    common::install_plugin(
+    hookd_testkit::install_plugin(
         &env,
         "logger",
         hookd_test_plugins::LOGGER,
@@ -175,7 +168,7 @@ fn a_cache_entry_others_could_have_written_is_never_loaded() {
     chmod(&entries[0], 0o666);
 
     let daemon = env.start();
-    let plugins: Vec<serde_json::Value> = common::client()
+    let plugins: Vec<serde_json::Value> = hookd_testkit::client()
         .get(daemon.admin_url("/plugins"))
         .send()
         .unwrap()
@@ -183,11 +176,10 @@ fn a_cache_entry_others_could_have_written_is_never_loaded() {
         .unwrap();
     assert_eq!(plugins[0]["loaded"], true);
     assert_eq!(plugins[0]["cache_hit"], false, "the entry was not used");
-    assert!(
-        daemon
-            .logs()
-            .iter()
-            .any(|l| l.contains("compiled-code cache entry not written by hookd")),
+    daemon.wait_for_log(
+        "the refused entry is logged",
+        Duration::from_secs(30),
+        |l| l.contains("compiled-code cache entry not written by hookd"),
     );
     // Compiled again and written afresh, private.
     assert!(daemon.stop().success());

@@ -3,15 +3,13 @@
 //! A name that resolves to loopback is refused unless the manifest opts in; connections are
 //! reused across deliveries; a request flood is capped while the daemon keeps serving.
 
-mod common;
-
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Env, deliveries, event, install_plugin, wait_until};
 use hookd_test_plugins as wasm;
+use hookd_testkit::{Env, deliveries, event, install_plugin, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -165,12 +163,10 @@ fn a_name_resolving_to_loopback_is_refused_unless_the_manifest_opts_in() {
     // Only the opted-in plugin's request arrived.
     assert_eq!(server.requests(), 1, "`{name}` resolves to {ip}");
     assert_eq!(server.accepted(), 1);
-    let logs = daemon.logs().join("\n");
-    assert!(
-        logs.contains("outgoing request refused: resolves to a non-public address")
-            && logs.contains(r#""class":"loopback""#),
-        "{logs}"
-    );
+    daemon.wait_for_log("the refusal is logged with its address class", WAIT, |l| {
+        l.contains("outgoing request refused: resolves to a non-public address")
+            && l.contains(r#""class":"loopback""#)
+    });
 }
 
 #[test]
@@ -251,7 +247,7 @@ fn a_request_flood_is_capped_and_the_daemon_keeps_serving() {
                 .status(),
             200
         );
-        let ready = common::client()
+        let ready = hookd_testkit::client()
             .get(daemon.admin_url("/readyz"))
             .send()
             .unwrap()
@@ -265,13 +261,19 @@ fn a_request_flood_is_capped_and_the_daemon_keeps_serving() {
     });
     // Each delivery got 64 requests out (16 at a time), and the rest refused at once.
     assert_eq!(server.requests(), 16 * 64);
-    let logs = daemon.logs().join("\n");
-    assert_eq!(
-        logs.matches("flood: 500 sent, 64 answered, 436 refused at the cap, 0 failed")
-            .count(),
-        16,
-        "{logs}"
-    );
+    // Every delivery logged its summary before it was recorded done, but the log thread
+    // writes lines a little later: wait for all 16, then see that there are no more.
+    let summaries = |daemon: &hookd_testkit::Daemon| {
+        daemon
+            .logs()
+            .iter()
+            .filter(|l| {
+                l.contains("flood: 500 sent, 64 answered, 436 refused at the cap, 0 failed")
+            })
+            .count()
+    };
+    wait_until("16 summaries are logged", WAIT, || summaries(&daemon) >= 16);
+    assert_eq!(summaries(&daemon), 16, "{}", daemon.logs().join("\n"));
     let max = server.seen.max_active.load(Ordering::SeqCst);
     eprintln!(
         "{} requests over {} connections, at most {max} at once",
@@ -287,9 +289,13 @@ fn a_request_flood_is_capped_and_the_daemon_keeps_serving() {
         server.accepted()
     );
     // The refusals are logged once per delivery, not once per request.
-    assert_eq!(
-        logs.matches("too many requests at once in one delivery")
-            .count(),
-        16
-    );
+    let refusals = |daemon: &hookd_testkit::Daemon| {
+        daemon
+            .logs()
+            .iter()
+            .filter(|l| l.contains("too many requests at once in one delivery"))
+            .count()
+    };
+    wait_until("16 refusal lines", WAIT, || refusals(&daemon) >= 16);
+    assert_eq!(refusals(&daemon), 16);
 }

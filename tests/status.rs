@@ -1,15 +1,13 @@
 //! `hookd status` against the real daemon's admin listener.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Env, event, install_plugin, wait_until};
 use hookd_test_plugins as wasm;
+use hookd_testkit::{Env, event, install_plugin, wait_until};
 
 fn status(admin: std::net::SocketAddr, json: bool) -> (Option<i32>, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookd"));
+    let mut cmd = Command::new(hookd_testkit::hookd_binary());
     cmd.args(["status", "--admin", &admin.to_string()]);
     if json {
         cmd.arg("--json");
@@ -95,7 +93,7 @@ fn status_explains_an_unreachable_daemon() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let out = Command::new(env!("CARGO_BIN_EXE_hookd"))
+    let out = Command::new(hookd_testkit::hookd_binary())
         .args(["status", "--admin", &addr.to_string()])
         .output()
         .unwrap();

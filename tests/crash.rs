@@ -3,16 +3,14 @@
 //! The loops are `hookd_reliability::crash_loops`, with a plugin subscribed:
 //! `HOOKD_CRASH_LOOPS=N` runs more than the default 20.
 
-mod common;
-
-use common::{Env, event, stored_ids};
 use hookd_reliability::{CrashSettings, crash_loops};
 use hookd_test_plugins as wasm;
+use hookd_testkit::{Env, event, stored_ids};
 
 fn crash_settings(loops: usize, env: Vec<(String, String)>) -> (tempfile::TempDir, CrashSettings) {
     let dir = tempfile::tempdir().unwrap();
     let settings = CrashSettings {
-        hookd: env!("CARGO_BIN_EXE_hookd").into(),
+        hookd: hookd_testkit::hookd_binary(),
         plugin: wasm::FIXTURE_VERSION_A.into(),
         dir: dir.path().to_owned(),
         loops,

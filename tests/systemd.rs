@@ -1,8 +1,6 @@
 //! The systemd notify protocol against the real binary: `NOTIFY_SOCKET` points at a datagram
 //! socket this test owns, as systemd's would.
 
-mod common;
-
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
@@ -10,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Env, event, sign};
+use hookd_testkit::{Env, event, sign};
 
 /// The daemon, started the way systemd starts it.
 struct Service {
@@ -38,7 +36,7 @@ impl Service {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(r#"[ -n "$WATCHDOG_USEC" ] && export WATCHDOG_PID="${WATCHDOG_PID:-$$}"; exec "$0" "$@""#)
-            .arg(env!("CARGO_BIN_EXE_hookd"))
+            .arg(hookd_testkit::hookd_binary())
             .args(["serve", "--log-format", "json", "--config"])
             .arg(&env.config)
             .env("NOTIFY_SOCKET", &path)
@@ -170,7 +168,7 @@ fn ready_reloading_ready_and_stopping_are_announced() {
     );
     // READY means the listener is up.
     let body = event("notify-1", "message.created");
-    let response = common::client()
+    let response = hookd_testkit::client()
         .post(format!("http://{}/webhooks", service.ingest))
         .header("x-protocol-signature", sign(&body))
         .body(body)
@@ -224,7 +222,7 @@ fn ready_reloading_ready_and_stopping_are_announced() {
 
     service.signal(libc::SIGTERM);
     service.wait_for("STOPPING=1", Duration::from_secs(30));
-    let status = common::wait_with_timeout(&mut service.child, Duration::from_secs(30));
+    let status = hookd_testkit::wait_with_timeout(&mut service.child, Duration::from_secs(30));
     assert!(status.success());
 }
 
@@ -261,7 +259,7 @@ fn the_watchdog_is_pinged_only_while_the_store_makes_progress() {
     // longer than the writer's 2 s busy timeout, after which it gives up and tries again.
     let db = rusqlite::Connection::open(env.store_dir().join("hookd.db")).unwrap();
     db.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    common::wait_until(
+    hookd_testkit::wait_until(
         "hookd notices the stuck writer",
         Duration::from_secs(10),
         || {
@@ -277,7 +275,7 @@ fn the_watchdog_is_pinged_only_while_the_store_makes_progress() {
     let url = format!("http://{}/webhooks", service.ingest);
     let blocked = std::thread::spawn(move || {
         let body = event("notify-blocked", "message.created");
-        common::client()
+        hookd_testkit::client()
             .post(url)
             .header("x-protocol-signature", sign(&body))
             .body(body)

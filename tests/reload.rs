@@ -1,17 +1,15 @@
 //! Hot reload end to end: plugins replaced, added and removed under signed load, the main
 //! config reloaded on SIGHUP, the compiled-code cache across restarts.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Env, client, deliveries, event, install_plugin, wait_until};
 use hookd_core::{SIGNATURE_HEADER, Secret};
 use hookd_test_plugins as wasm;
+use hookd_testkit::{Daemon, Env, client, deliveries, event, install_plugin, wait_until};
 use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -103,7 +101,7 @@ impl Load {
                 let body = event(&id, "message.created");
                 let response = client
                     .post(&url)
-                    .header(SIGNATURE_HEADER, common::sign(&body))
+                    .header(SIGNATURE_HEADER, hookd_testkit::sign(&body))
                     .body(body)
                     .send();
                 match response {
@@ -334,7 +332,21 @@ fn plugins_come_and_go_live_and_a_removed_plugins_deliveries_wait() {
             .filter(|l| l.contains("plugin not loaded") && l.contains("orphan"))
             .count()
     };
+    // Logged by the log thread soon after /plugins shows it.
+    wait_until("the orphan's refusal is logged", WAIT, || {
+        orphan_reports(&daemon) >= 1
+    });
     let reported = orphan_reports(&daemon);
+    // Lines are written in order, so the swap line of the next reload comes after any
+    // refusal that reload logs.
+    let swaps = |daemon: &Daemon| {
+        daemon
+            .logs()
+            .iter()
+            .filter(|l| l.contains("plugin registry swapped"))
+            .count()
+    };
+    let swaps_before = swaps(&daemon);
 
     // A manifest-only change: new subscriptions, same code, not compiled again.
     let hash_before = serving_hash(&daemon, "versioned").unwrap();
@@ -361,6 +373,9 @@ fn plugins_come_and_go_live_and_a_removed_plugins_deliveries_wait() {
     });
     assert_eq!(handled_by(&env.store_dir(), "live-2"), None, "unsubscribed");
     // That reload read the folder again: the orphan, unchanged, was not reported again.
+    wait_until("the manifest reload is logged", WAIT, || {
+        swaps(&daemon) > swaps_before
+    });
     assert_eq!(
         orphan_reports(&daemon),
         reported,
@@ -397,7 +412,28 @@ fn plugins_come_and_go_live_and_a_removed_plugins_deliveries_wait() {
     std::fs::remove_file(dir.join("flaky.wasm")).unwrap();
     wait_until("flaky removed", WAIT, || plugin(&daemon, "flaky").is_none());
     let attempts_at_removal = flaky_state().unwrap().1;
-    std::thread::sleep(Duration::from_millis(1500));
+    // Evidence that the dispatcher had its chance: a witness's retry, due after the paused
+    // one (the store hands out due deliveries oldest due first), has been run.
+    install_plugin(
+        &env,
+        "witness",
+        wasm::FIXTURE_FLAKY,
+        "events = [\"group.*\"]\n[retry]\ninitial_backoff_ms = 300\nmax_backoff_ms = 300\n",
+    );
+    wait_until("witness loaded", WAIT, || {
+        serving_hash(&daemon, "witness").is_some()
+    });
+    assert_eq!(
+        daemon
+            .post(&event("paused-witness", "group.created"))
+            .status(),
+        200
+    );
+    wait_until("the witness's retry ran", WAIT, || {
+        deliveries(&env.store_dir())
+            .get(&("paused-witness".to_owned(), "witness".to_owned()))
+            .is_some_and(|(_, attempts, _)| *attempts >= 2)
+    });
     let (state, attempts, _) = flaky_state().unwrap();
     assert_eq!(state, "pending");
     assert_eq!(attempts, attempts_at_removal, "no attempt while removed");
@@ -434,7 +470,10 @@ fn sighup_rotates_secrets_live_and_a_broken_config_keeps_the_old_one() {
     let daemon = env.start();
     let ok = "hookd_reloads_total{kind=\"config\",outcome=\"ok\"}";
     let failed = "hookd_reloads_total{kind=\"config\",outcome=\"failed\"}";
-    assert_eq!(post_signed_with(&daemon, common::SECRET, "rot-1"), 200);
+    assert_eq!(
+        post_signed_with(&daemon, hookd_testkit::SECRET, "rot-1"),
+        200
+    );
     assert_eq!(post_signed_with(&daemon, new_secret, "rot-2"), 401);
 
     // Broken: a syntax error. Nothing changes; every error is logged.
@@ -444,20 +483,24 @@ fn sighup_rotates_secrets_live_and_a_broken_config_keeps_the_old_one() {
     wait_until("the broken config is refused", WAIT, || {
         metric(&daemon, failed) == 1
     });
-    assert!(
-        daemon
-            .logs()
-            .iter()
-            .any(|l| l.contains("configuration reload refused"))
+    // The log line is written by the log thread some time after the metric moved.
+    daemon.wait_for_log("the refusal is logged", WAIT, |l| {
+        l.contains("configuration reload refused")
+    });
+    assert_eq!(
+        post_signed_with(&daemon, hookd_testkit::SECRET, "rot-3"),
+        200
     );
-    assert_eq!(post_signed_with(&daemon, common::SECRET, "rot-3"), 200);
     // Broken: validates as TOML, not as a config (an unknown key).
     std::fs::write(&env.config, good.replace("[store]", "[store]\nsize = 3")).unwrap();
     daemon.signal(libc::SIGHUP);
     wait_until("the invalid config is refused", WAIT, || {
         metric(&daemon, failed) == 2
     });
-    assert_eq!(post_signed_with(&daemon, common::SECRET, "rot-4"), 200);
+    assert_eq!(
+        post_signed_with(&daemon, hookd_testkit::SECRET, "rot-4"),
+        200
+    );
 
     // Rotation, step 1: both secrets. Also a listen address change, which needs a restart.
     std::fs::write(&env.config, &good).unwrap();
@@ -475,14 +518,13 @@ fn sighup_rotates_secrets_live_and_a_broken_config_keeps_the_old_one() {
     wait_until("the new config is applied", WAIT, || {
         metric(&daemon, ok) == 1
     });
-    assert!(
-        daemon
-            .logs()
-            .iter()
-            .any(|l| l.contains("after a restart") && l.contains("server.listen")),
-        "the listen change is reported"
+    daemon.wait_for_log("the listen change is reported", WAIT, |l| {
+        l.contains("after a restart") && l.contains("server.listen")
+    });
+    assert_eq!(
+        post_signed_with(&daemon, hookd_testkit::SECRET, "rot-5"),
+        200
     );
-    assert_eq!(post_signed_with(&daemon, common::SECRET, "rot-5"), 200);
     assert_eq!(post_signed_with(&daemon, new_secret, "rot-6"), 200);
 
     // Step 2: the old secret removed.
@@ -496,7 +538,10 @@ fn sighup_rotates_secrets_live_and_a_broken_config_keeps_the_old_one() {
         metric(&daemon, ok) == 2
     });
     assert_eq!(post_signed_with(&daemon, new_secret, "rot-7"), 200);
-    assert_eq!(post_signed_with(&daemon, common::SECRET, "rot-8"), 401);
+    assert_eq!(
+        post_signed_with(&daemon, hookd_testkit::SECRET, "rot-8"),
+        401
+    );
     assert_eq!(daemon.stop().code(), Some(0));
 }
 
@@ -538,12 +583,9 @@ fn a_restart_reads_compiled_code_from_the_cache_and_survives_a_damaged_entry() {
     let daemon = env.start();
     assert_eq!(plugins(&daemon).len(), 2);
     assert_eq!(cache_hit(&daemon).len(), 1, "the damaged entry is a miss");
-    assert!(
-        daemon
-            .logs()
-            .iter()
-            .any(|l| l.contains("damaged compiled-code cache entry"))
-    );
+    daemon.wait_for_log("the damaged entry is reported", WAIT, |l| {
+        l.contains("damaged compiled-code cache entry")
+    });
     assert_eq!(
         daemon.post(&event("cached-1", "message.created")).status(),
         200
@@ -565,7 +607,7 @@ fn secret_rotation_under_load_refuses_no_genuine_event() {
     let daemon = env.start();
     let ok = "hookd_reloads_total{kind=\"config\",outcome=\"ok\"}";
 
-    let sender_secret = Arc::new(Mutex::new(common::SECRET.to_owned()));
+    let sender_secret = Arc::new(Mutex::new(hookd_testkit::SECRET.to_owned()));
     let stop = Arc::new(AtomicBool::new(false));
     let (acked, refused) = (
         Arc::new(AtomicU64::new(0)),
@@ -602,7 +644,14 @@ fn secret_rotation_under_load_refuses_no_genuine_event() {
             }
         })
     };
-    let settle = || std::thread::sleep(Duration::from_millis(300));
+    // Each phase lasts until the sender has had more events answered (or one refused), so
+    // every phase is really exercised under load, however slow the machine.
+    let settle = || {
+        let from = acked.load(Ordering::Relaxed);
+        wait_until("the sender gets 20 more events answered", WAIT, || {
+            acked.load(Ordering::Relaxed) >= from + 20 || !refused.lock().unwrap().is_empty()
+        });
+    };
     settle();
 
     // 1. Both secrets.
@@ -632,7 +681,10 @@ fn secret_rotation_under_load_refuses_no_genuine_event() {
     let refused = refused.lock().unwrap();
     assert!(refused.is_empty(), "genuine events refused: {refused:?}");
     assert!(acked.load(Ordering::Relaxed) > 50, "too little load");
-    assert_eq!(post_signed_with(&daemon, common::SECRET, "rot-old"), 401);
+    assert_eq!(
+        post_signed_with(&daemon, hookd_testkit::SECRET, "rot-old"),
+        401
+    );
     println!(
         "secret rotation under load: {} events acknowledged, none refused",
         acked.load(Ordering::Relaxed)

@@ -1,13 +1,11 @@
 //! Plugins end to end: the real daemon, real components built from `plugins/`, real HTTP.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::fake_api::FakeApi;
-use common::{Env, deliveries, event, install_plugin, kv_counter, wait_until};
 use hookd_test_plugins as wasm;
+use hookd_testkit::fake_api::FakeApi;
+use hookd_testkit::{Env, deliveries, event, install_plugin, kv_counter, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -63,7 +61,7 @@ fn an_event_reaches_every_subscribed_plugin() {
 
     assert_eq!(
         api.requests(),
-        [common::fake_api::Seen {
+        [hookd_testkit::fake_api::Seen {
             method: "POST".into(),
             path: "/conversations/conv-9/messages".into(),
             authorization: "Bearer s3cret-token".into(),
@@ -75,11 +73,9 @@ fn an_event_reaches_every_subscribed_plugin() {
         Some(1)
     );
     assert_eq!(kv_counter(&env.store_dir(), "counter", "count:*"), Some(3));
-    let logs = daemon.logs().join("\n");
-    assert!(
-        logs.contains("event e2e-1 (message.created, attempt 1)"),
-        "{logs}"
-    );
+    daemon.wait_for_log("the logger plugin's line", WAIT, |l| {
+        l.contains("event e2e-1 (message.created, attempt 1)")
+    });
     let metrics = daemon.metrics();
     assert!(
         metrics.contains(r#"hookd_deliveries_total{plugin="auto-reply",outcome="ok"} 1"#),
@@ -93,7 +89,7 @@ fn an_event_without_subscribers_is_stored_and_counted() {
     install_plugin(&env, "logger", wasm::LOGGER, "events = [\"message.*\"]\n");
     let daemon = env.start();
     assert_eq!(daemon.post(&event("lonely", "group.deleted")).status(), 200);
-    assert!(common::stored_ids(&env.store_dir()).contains("lonely"));
+    assert!(hookd_testkit::stored_ids(&env.store_dir()).contains("lonely"));
     assert!(deliveries(&env.store_dir()).is_empty());
     assert!(daemon.metrics().contains("hookd_events_unrouted_total 1"));
 }
@@ -133,11 +129,9 @@ fn a_disallowed_origin_is_refused_and_recorded_as_a_failed_attempt() {
         "the request went out: {:?}",
         api.requests()
     );
-    let logs = daemon.logs().join("\n");
-    assert!(
-        logs.contains("outgoing request refused: origin not allowed"),
-        "{logs}"
-    );
+    daemon.wait_for_log("the refusal is logged", WAIT, |l| {
+        l.contains("outgoing request refused: origin not allowed")
+    });
 }
 
 #[test]
@@ -207,7 +201,7 @@ fn hostile_plugins_fail_only_their_own_deliveries() {
         };
         assert_eq!(state, expected, "{event_id} {plugin}: {error:?}");
     }
-    let health = common::client()
+    let health = hookd_testkit::client()
         .get(daemon.admin_url("/healthz"))
         .send()
         .unwrap();
@@ -278,7 +272,7 @@ fn dead_letters_can_be_listed_and_replayed() {
     wait_until("dead letter", WAIT, || all_in_state(&env, "dead", 1));
 
     let hookd = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_hookd"))
+        std::process::Command::new(hookd_testkit::hookd_binary())
             .args(args)
             .arg("--config")
             .arg(&env.config)
@@ -385,7 +379,7 @@ fn a_plugin_filling_its_key_value_store_hits_its_quota() {
     assert_eq!(keys, 100, "exactly the quota was stored");
     // The daemon is unaffected.
     assert_eq!(
-        common::client()
+        hookd_testkit::client()
             .get(daemon.admin_url("/healthz"))
             .send()
             .unwrap()

@@ -1,13 +1,11 @@
 //! A plugin can neither slow ingest nor make the host hold what its limits do not allow: the
 //! real daemon, hostile fixtures from `plugins/fixtures/`, real signed HTTP.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, Env, deliveries, event, install_plugin, wait_until};
 use hookd_test_plugins as wasm;
+use hookd_testkit::{Daemon, Env, deliveries, event, install_plugin, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -35,7 +33,7 @@ fn wait_for_state(env: &Env, id: &str, plugin: &str, state: &str) -> (i64, Strin
 }
 
 fn ready(daemon: &Daemon) -> bool {
-    common::client()
+    hookd_testkit::client()
         .get(daemon.admin_url("/readyz"))
         .send()
         .is_ok_and(|r| r.status() == 200)
@@ -144,7 +142,7 @@ fn a_delivery_cut_short_by_the_daemon_dying_counts_as_an_attempt() {
     assert_eq!(delivery(&env, "doomed", "logger").unwrap().0, "done");
     assert!(ready(&daemon));
     // The attempt the plugin ran in the last start was counted once, not twice.
-    let listed = Command::new(env!("CARGO_BIN_EXE_hookd"))
+    let listed = Command::new(hookd_testkit::hookd_binary())
         .args(["dlq", "list", "--config"])
         .arg(&env.config)
         .output()
@@ -177,7 +175,7 @@ fn a_graceful_stop_does_not_count_the_attempt_it_cut_short() {
             .any(|l| l.contains("attempt 1 started"))
     });
     // While it runs, /status shows the plugin behind by the time the delivery has waited.
-    let status: serde_json::Value = common::client()
+    let status: serde_json::Value = hookd_testkit::client()
         .get(daemon.admin_url("/status"))
         .send()
         .unwrap()
@@ -289,10 +287,10 @@ fn host_memory_a_plugin_causes_stays_within_its_limits() {
         wait_for_state(&env, &format!("many-{i}"), "logger", "done");
     }
     // Peak resident memory while it ran: within the deliveries' allowance (each instance at
-    // most memory_mb in linear memory plus hookd_host::HOST_BYTES_PER_INSTANCE on the host;
+    // most memory_mb in linear memory plus hookd_config::HOST_BYTES_PER_INSTANCE on the host;
     // up to 8 ran at once here), nowhere near the gigabytes this took before.
     let peak = status_kib(&daemon, "VmHWM");
-    let allowance_kib = 8 * ((16 << 10) + hookd_host::HOST_BYTES_PER_INSTANCE / 1024);
+    let allowance_kib = 8 * ((16 << 10) + hookd_config::HOST_BYTES_PER_INSTANCE / 1024);
     assert!(
         peak.saturating_sub(before) < allowance_kib,
         "peak RSS {peak} KiB, {before} KiB before: more than {allowance_kib} KiB"
@@ -326,7 +324,7 @@ fn a_plugins_reasons_are_cut_and_print_no_escape_sequences() {
         "{error}"
     );
 
-    let listed = Command::new(env!("CARGO_BIN_EXE_hookd"))
+    let listed = Command::new(hookd_testkit::hookd_binary())
         .args(["dlq", "list", "--config"])
         .arg(&env.config)
         .output()
@@ -338,7 +336,7 @@ fn a_plugins_reasons_are_cut_and_print_no_escape_sequences() {
     // `hookd run-plugin` prints the outcome escaped too.
     let sample = env.dir.path().join("event.json");
     std::fs::write(&sample, event("loud-2", "message.created")).unwrap();
-    let ran = Command::new(env!("CARGO_BIN_EXE_hookd"))
+    let ran = Command::new(hookd_testkit::hookd_binary())
         .args(["run-plugin"])
         .arg(env.dir.path().join("plugins/shout.wasm"))
         .arg("--event")

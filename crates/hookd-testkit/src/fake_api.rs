@@ -14,6 +14,7 @@ pub struct Seen {
     pub body: String,
 }
 
+/// The fake server; it stops when dropped.
 pub struct FakeApi {
     pub base: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -22,18 +23,22 @@ pub struct FakeApi {
 }
 
 impl FakeApi {
+    /// Starts it on `127.0.0.1:0`, answering 200 until told otherwise through `status`.
     pub fn start() -> FakeApi {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot start the fake API's runtime: {e}"));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+            .unwrap_or_else(|e| panic!("cannot bind the fake API: {e}"));
+        let base = match listener.local_addr() {
+            Ok(addr) => format!("http://{addr}"),
+            Err(e) => panic!("the fake API has no address: {e}"),
+        };
         let (record, answer) = (seen.clone(), status.clone());
         runtime.spawn(async move {
             loop {
@@ -60,7 +65,7 @@ impl FakeApi {
                                     .await
                                     .map(|b| b.to_bytes())
                                     .unwrap_or_default();
-                                record.lock().unwrap().push(Seen {
+                                record.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {
                                     method,
                                     path,
                                     authorization,
@@ -71,7 +76,7 @@ impl FakeApi {
                                 ));
                                 *response.status_mut() =
                                     hyper::StatusCode::from_u16(answer.load(Ordering::SeqCst))
-                                        .unwrap();
+                                        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
                                 Ok::<_, std::convert::Infallible>(response)
                             }
                         },
@@ -90,7 +95,8 @@ impl FakeApi {
         }
     }
 
+    /// Every request seen so far.
     pub fn requests(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
