@@ -1,14 +1,15 @@
 //! The admin listener: health, readiness, plugins, status and metrics, on a separate (default
-//! loopback) address.
+//! loopback) address. The JSON answers are the types of [`hookd_admin`], the contract
+//! `hookd status` reads back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::time::Instant;
 
+use hookd_admin::{Deliveries, EventCounts, Plugin, Rejection, Status, StoreStatus};
 use hookd_store::Store;
 use prometheus_client::registry::Registry;
-use serde_json::json;
 
 use crate::IngestMetrics;
 use warp::http::StatusCode;
@@ -27,43 +28,51 @@ pub struct AdminState {
 
 /// What the admin listener reports beyond the store; the daemon implements it.
 pub trait AdminInfo: Send + Sync + 'static {
-    /// `GET /plugins`: the plugins loaded and those that failed, as JSON.
-    fn plugins(&self) -> serde_json::Value;
+    /// `GET /plugins`: the plugins loaded and those refused.
+    fn plugins(&self) -> Vec<Plugin>;
 
-    /// Pending and dead deliveries, as JSON, for `GET /status`. May read the store: it is
-    /// called off the async threads.
-    fn deliveries(&self) -> serde_json::Value;
+    /// Pending and dead deliveries, for `GET /status`. May read the store: it is called off
+    /// the async threads.
+    fn deliveries(&self) -> Deliveries;
 }
 
 /// `GET /status`: what `hookd status` prints.
-fn status(s: &AdminState, deliveries: serde_json::Value) -> serde_json::Value {
-    let rejected: serde_json::Map<String, serde_json::Value> = s
+fn status(s: &AdminState, deliveries: Deliveries) -> Status {
+    let rejected = s
         .ingest
         .rejections_by_reason()
         .into_iter()
         .filter(|(_, n)| *n > 0)
-        .map(|(reason, n)| (reason.to_owned(), n.into()))
+        .map(|(reason, n)| (reason.to_owned(), n))
         .collect();
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_secs": s.started.elapsed().as_secs(),
-        "ready": s.ready.load(Ordering::Acquire),
-        "store": {
-            "writer_running": s.store.is_running(),
-            "queue_depth": s.store.queue_len(),
-            "queue_bytes": s.store.queue_bytes(),
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_secs: s.started.elapsed().as_secs(),
+        ready: s.ready.load(Ordering::Acquire),
+        store: StoreStatus {
+            writer_running: s.store.is_running(),
+            queue_depth: s.store.queue_len() as u64,
+            queue_bytes: s.store.queue_bytes() as u64,
         },
-        "connections_refused": s.ingest.connections_refused.get(),
-        "events": {
-            "received": s.ingest.events_received.get(),
-            "duplicate": s.ingest.events_duplicate.get(),
-            "unrouted": s.ingest.events_unrouted.get(),
+        connections_refused: s.ingest.connections_refused.get(),
+        events: EventCounts {
+            received: s.ingest.events_received.get(),
+            duplicate: s.ingest.events_duplicate.get(),
+            unrouted: s.ingest.events_unrouted.get(),
         },
-        "rejected": rejected,
-        "recent_rejections": s.ingest.recent_rejections(),
-        "deliveries": deliveries,
-        "plugins": s.info.plugins(),
-    })
+        rejected,
+        recent_rejections: s
+            .ingest
+            .recent_rejections()
+            .into_iter()
+            .map(|r| Rejection {
+                at_ms: r.at_ms,
+                reason: r.reason.to_owned(),
+            })
+            .collect(),
+        deliveries,
+        plugins: s.info.plugins(),
+    }
 }
 
 /// `GET /healthz`, `GET /readyz`, `GET /plugins`, `GET /status`, `GET /metrics`.
@@ -101,7 +110,9 @@ pub fn admin_routes(
                 let info = s.info.clone();
                 let deliveries = tokio::task::spawn_blocking(move || info.deliveries())
                     .await
-                    .unwrap_or_else(|e| json!({ "error": e.to_string() }));
+                    .unwrap_or_else(|e| Deliveries::Unreadable {
+                        error: e.to_string(),
+                    });
                 warp::reply::json(&status(&s, deliveries)).into_response()
             });
     let metrics = warp::path!("metrics")

@@ -4,15 +4,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hookd_admin as admin;
 use hookd_server::AdminInfo;
 use hookd_store::StoreReader;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use serde_json::json;
 
 use super::rebuild::{Change, ChangeKind, Refusals};
 use crate::plugins::PluginRegistry;
@@ -133,82 +133,100 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl AdminInfo for PluginsInfo {
-    fn plugins(&self) -> serde_json::Value {
+    fn plugins(&self) -> Vec<admin::Plugin> {
         let loaded = self.registry.snapshot();
         let errors = self
             .errors
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(loaded.len() + errors.len());
         for (name, p) in loaded.iter() {
             let spec = &p.spec;
             let error = errors.get(name);
-            out.push(json!({
-                "name": name,
-                "loaded": true,
-                "content_hash": p.content_hash,
-                "loaded_at_ms": unix_ms(p.loaded_at),
-                "load_ms": p.load_stats.took.as_secs_f64() * 1000.0,
-                "cache_hit": p.load_stats.cache_hit,
-                "wasm": spec.wasm,
-                "manifest": spec.source,
-                "events": spec.events.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
-                "limits": {
-                    "timeout_ms": spec.limits.timeout.as_millis() as u64,
-                    "memory_bytes": spec.limits.memory_bytes,
-                    "concurrency": spec.limits.concurrency,
+            out.push(admin::Plugin::Loaded(admin::LoadedPlugin {
+                name: name.clone(),
+                loaded: admin::LoadedFlag,
+                content_hash: p.content_hash.clone(),
+                loaded_at_ms: unix_ms(p.loaded_at),
+                load_ms: p.load_stats.took.as_secs_f64() * 1000.0,
+                cache_hit: p.load_stats.cache_hit,
+                // Lossy rather than an error: a path that is not UTF-8 still names the file.
+                wasm: spec.wasm.to_string_lossy().into_owned(),
+                manifest: spec.source.to_string_lossy().into_owned(),
+                events: spec.events.iter().map(|e| e.as_str().to_owned()).collect(),
+                limits: admin::PluginLimits {
+                    timeout_ms: millis(spec.limits.timeout),
+                    memory_bytes: spec.limits.memory_bytes,
+                    concurrency: spec.limits.concurrency as u64,
                 },
-                "retry": {
-                    "max_attempts": spec.retry.max_attempts,
-                    "initial_backoff_ms": spec.retry.initial_backoff.as_millis() as u64,
-                    "max_backoff_ms": spec.retry.max_backoff.as_millis() as u64,
-                    "max_age_secs": spec.retry.max_age.as_secs(),
+                retry: admin::RetrySettings {
+                    max_attempts: spec.retry.max_attempts,
+                    initial_backoff_ms: millis(spec.retry.initial_backoff),
+                    max_backoff_ms: millis(spec.retry.max_backoff),
+                    max_age_secs: spec.retry.max_age.as_secs(),
                 },
-                "http_origins": spec.capabilities.http.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "kv": spec.capabilities.kv,
-                "last_error": error.map(|e| e.message.clone()),
-                "last_error_at_ms": error.map(|e| unix_ms(e.at)),
+                http_origins: spec
+                    .capabilities
+                    .http
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                kv: spec.capabilities.kv,
+                last_error: error.map(|e| e.message.clone()),
+                last_error_at_ms: error.map(|e| unix_ms(e.at)),
             }));
         }
         for (name, error) in errors.iter().filter(|(n, _)| !loaded.contains_key(*n)) {
-            out.push(json!({
-                "name": name,
-                "loaded": false,
-                "last_error": error.message,
-                "last_error_at_ms": unix_ms(error.at),
+            out.push(admin::Plugin::Refused(admin::RefusedPlugin {
+                name: name.clone(),
+                loaded: admin::LoadedFlag,
+                last_error: error.message.clone(),
+                last_error_at_ms: unix_ms(error.at),
             }));
         }
-        serde_json::Value::Array(out)
+        out
     }
 
-    fn deliveries(&self) -> serde_json::Value {
+    fn deliveries(&self) -> admin::Deliveries {
         let rows = match self.open_deliveries() {
             Ok(rows) => rows,
-            Err(e) => return json!({ "error": e.to_string() }),
+            Err(e) => {
+                return admin::Deliveries::Unreadable {
+                    error: e.to_string(),
+                };
+            }
         };
         let loaded = self.registry.snapshot();
         let (pending, dead) = rows
             .iter()
             .fold((0, 0), |(p, d), r| (p + r.pending, d + r.dead));
         let now = unix_ms(SystemTime::now()) as i64;
-        let by_plugin: Vec<serde_json::Value> = rows
-            .iter()
+        let by_plugin = rows
+            .into_iter()
             .map(|r| {
                 // How long the longest-waiting due delivery has waited: the plugin's lag
                 // behind ingest (0 when nothing is overdue).
                 let lag_ms = r.oldest_due_ms.map_or(0, |due| (now - due).max(0));
-                json!({
-                    "plugin": r.plugin,
-                    "pending": r.pending,
-                    "dead": r.dead,
-                    "lag_seconds": lag_ms as f64 / 1000.0,
+                admin::PluginDeliveries {
                     // Pending deliveries of a plugin that is not loaded wait for it (paused).
-                    "paused": !loaded.contains_key(&r.plugin) && r.pending > 0,
-                })
+                    paused: !loaded.contains_key(&r.plugin) && r.pending > 0,
+                    plugin: r.plugin,
+                    pending: r.pending,
+                    dead: r.dead,
+                    lag_seconds: lag_ms as f64 / 1000.0,
+                }
             })
             .collect();
-        json!({ "pending": pending, "dead": dead, "by_plugin": by_plugin })
+        admin::Deliveries::Counted {
+            pending,
+            dead,
+            by_plugin,
+        }
     }
 }

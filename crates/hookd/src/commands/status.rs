@@ -6,10 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use hookd_admin::{Deliveries, Plugin, Status};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
 
 use crate::cli::StatusArgs;
 
@@ -23,11 +23,17 @@ pub fn run(args: StatusArgs) -> ExitCode {
     match result {
         Ok(status) => {
             if args.json {
-                println!("{status:#}");
+                match serde_json::to_string_pretty(&status) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
             } else {
                 print!("{}", render(&status, now_ms()));
             }
-            if status["ready"] == true {
+            if status.ready {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(3)
@@ -69,7 +75,7 @@ fn admin_address(args: &StatusArgs) -> anyhow::Result<SocketAddr> {
     })
 }
 
-async fn fetch(addr: SocketAddr) -> anyhow::Result<Value> {
+async fn fetch(addr: SocketAddr) -> anyhow::Result<Status> {
     let url = format!("http://{addr}/status");
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let response =
@@ -82,7 +88,14 @@ async fn fetch(addr: SocketAddr) -> anyhow::Result<Value> {
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     anyhow::ensure!(status.is_success(), "{url} answered {status}");
-    serde_json::from_slice(&body).with_context(|| format!("{url} did not answer JSON"))
+    // A field missing or of another type is an error here, not a `?` in the output: this
+    // `hookd` and the daemon answering may be different versions.
+    serde_json::from_slice(&body).with_context(|| {
+        format!(
+            "{url} did not answer the status this hookd ({}) reads",
+            env!("CARGO_PKG_VERSION")
+        )
+    })
 }
 
 fn now_ms() -> u64 {
@@ -105,128 +118,349 @@ fn duration(secs: u64) -> String {
 }
 
 /// The human form.
-pub fn render(s: &Value, now_ms: u64) -> String {
+pub fn render(s: &Status, now_ms: u64) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let n = |v: &Value| v.as_u64().unwrap_or(0);
     let _ = writeln!(
         out,
         "hookd {}, up {}, {}",
-        s["version"].as_str().unwrap_or("?"),
-        duration(n(&s["uptime_secs"])),
-        if s["ready"] == true {
-            "ready"
-        } else {
-            "NOT READY"
-        }
+        s.version,
+        duration(s.uptime_secs),
+        if s.ready { "ready" } else { "NOT READY" }
     );
     let _ = writeln!(
         out,
         "store: writer {}, {} events ({} KiB) waiting to be committed",
-        if s["store"]["writer_running"] == true {
+        if s.store.writer_running {
             "running"
         } else {
             "STOPPED"
         },
-        n(&s["store"]["queue_depth"]),
-        n(&s["store"]["queue_bytes"]) / 1024
+        s.store.queue_depth,
+        s.store.queue_bytes / 1024
     );
-    if n(&s["connections_refused"]) > 0 {
+    if s.connections_refused > 0 {
         let _ = writeln!(
             out,
             "connections refused (one client over its share of the slots): {}",
-            n(&s["connections_refused"])
+            s.connections_refused
         );
     }
     let _ = writeln!(
         out,
         "events: {} received since start ({} duplicates, {} with no subscriber)",
-        n(&s["events"]["received"]),
-        n(&s["events"]["duplicate"]),
-        n(&s["events"]["unrouted"])
+        s.events.received, s.events.duplicate, s.events.unrouted
     );
-    let d = &s["deliveries"];
-    if let Some(error) = d["error"].as_str() {
-        let _ = writeln!(out, "deliveries: cannot read the store: {error}");
+    match &s.deliveries {
+        Deliveries::Unreadable { error } => {
+            let _ = writeln!(out, "deliveries: cannot read the store: {error}");
+        }
+        Deliveries::Counted {
+            pending,
+            dead,
+            by_plugin,
+        } => {
+            let _ = writeln!(out, "deliveries: {pending} pending, {dead} dead");
+            for p in by_plugin {
+                let _ = writeln!(
+                    out,
+                    "  {:<20} {} pending, {} dead, {:.1} s behind{}",
+                    p.plugin,
+                    p.pending,
+                    p.dead,
+                    p.lag_seconds,
+                    if p.paused {
+                        " (paused: plugin not loaded)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+    if s.rejected.is_empty() {
+        out.push_str("rejected: none since start\n");
     } else {
-        let _ = writeln!(
-            out,
-            "deliveries: {} pending, {} dead",
-            n(&d["pending"]),
-            n(&d["dead"])
-        );
-        for p in d["by_plugin"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                out,
-                "  {:<20} {} pending, {} dead, {:.1} s behind{}",
-                p["plugin"].as_str().unwrap_or("?"),
-                n(&p["pending"]),
-                n(&p["dead"]),
-                p["lag_seconds"].as_f64().unwrap_or(0.0),
-                if p["paused"] == true {
-                    " (paused: plugin not loaded)"
-                } else {
-                    ""
-                }
-            );
-        }
+        let list: Vec<String> = s.rejected.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(out, "rejected since start: {}", list.join(", "));
     }
-    let rejected = s["rejected"].as_object().filter(|r| !r.is_empty());
-    match rejected {
-        None => out.push_str("rejected: none since start\n"),
-        Some(r) => {
-            let list: Vec<String> = r.iter().map(|(k, v)| format!("{k} {}", n(v))).collect();
-            let _ = writeln!(out, "rejected since start: {}", list.join(", "));
-        }
-    }
-    let recent = s["recent_rejections"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !recent.is_empty() {
+    if !s.recent_rejections.is_empty() {
         out.push_str("recent rejections (newest last):\n");
-        for r in recent.iter().rev().take(5).rev() {
-            let _ = writeln!(
-                out,
-                "  {:<12} {}",
-                ago(now_ms, n(&r["at_ms"])),
-                r["reason"].as_str().unwrap_or("?")
-            );
+        let skip = s.recent_rejections.len().saturating_sub(5);
+        for r in &s.recent_rejections[skip..] {
+            let _ = writeln!(out, "  {:<12} {}", ago(now_ms, r.at_ms), r.reason);
         }
     }
-    let plugins = s["plugins"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(out, "plugins: {}", plugins.len());
-    for p in &plugins {
-        let name = p["name"].as_str().unwrap_or("?");
-        if p["loaded"] == true {
-            let events: Vec<&str> = p["events"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let _ = writeln!(
-                out,
-                "  {name:<20} {}  events: {}  loaded {}",
-                p["content_hash"]
-                    .as_str()
-                    .unwrap_or("")
-                    .get(..12)
-                    .unwrap_or(""),
-                events.join(", "),
-                ago(now_ms, n(&p["loaded_at_ms"]))
-            );
-        } else {
-            let _ = writeln!(out, "  {name:<20} NOT LOADED");
+    let _ = writeln!(out, "plugins: {}", s.plugins.len());
+    for p in &s.plugins {
+        let name = p.name();
+        match p {
+            Plugin::Loaded(p) => {
+                let _ = writeln!(
+                    out,
+                    "  {name:<20} {}  events: {}  loaded {}",
+                    p.content_hash.get(..12).unwrap_or(&p.content_hash),
+                    p.events.join(", "),
+                    ago(now_ms, p.loaded_at_ms)
+                );
+            }
+            Plugin::Refused(_) => {
+                let _ = writeln!(out, "  {name:<20} NOT LOADED");
+            }
         }
-        if let Some(error) = p["last_error"].as_str() {
+        if let Some((error, at_ms)) = p.last_error() {
             let _ = writeln!(
                 out,
                 "  {:<20} last reload refused {}: {error}",
                 "",
-                ago(now_ms, n(&p["last_error_at_ms"]))
+                ago(now_ms, at_ms)
             );
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    //! The human form, rendered from typed answers: one case per state an operator meets.
+
+    use std::collections::BTreeMap;
+
+    use hookd_admin::{
+        EventCounts, LoadedFlag, LoadedPlugin, PluginDeliveries, PluginLimits, RefusedPlugin,
+        Rejection, RetrySettings, StoreStatus,
+    };
+
+    use super::*;
+
+    const NOW_MS: u64 = 1_800_000_000_000;
+
+    fn quiet() -> Status {
+        Status {
+            version: "0.1.0".into(),
+            uptime_secs: 3_725,
+            ready: true,
+            store: StoreStatus {
+                writer_running: true,
+                queue_depth: 0,
+                queue_bytes: 0,
+            },
+            connections_refused: 0,
+            events: EventCounts {
+                received: 0,
+                duplicate: 0,
+                unrouted: 0,
+            },
+            rejected: BTreeMap::new(),
+            recent_rejections: Vec::new(),
+            deliveries: Deliveries::Counted {
+                pending: 0,
+                dead: 0,
+                by_plugin: Vec::new(),
+            },
+            plugins: Vec::new(),
+        }
+    }
+
+    fn loaded(name: &str, events: &[&str], last_error: Option<(&str, u64)>) -> Plugin {
+        Plugin::Loaded(LoadedPlugin {
+            name: name.into(),
+            loaded: LoadedFlag,
+            content_hash: "e93424dfd08a9691147cab0dec096446e36449cd6b38dac61248ecf679aa4b40".into(),
+            loaded_at_ms: NOW_MS - 90_000,
+            load_ms: 441.3,
+            cache_hit: true,
+            wasm: format!("plugins/{name}.wasm"),
+            manifest: format!("plugins/{name}.toml"),
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+            limits: PluginLimits {
+                timeout_ms: 5_000,
+                memory_bytes: 64 << 20,
+                concurrency: 4,
+            },
+            retry: RetrySettings {
+                max_attempts: 8,
+                initial_backoff_ms: 1_000,
+                max_backoff_ms: 300_000,
+                max_age_secs: 86_400,
+            },
+            http_origins: Vec::new(),
+            kv: false,
+            last_error: last_error.map(|(e, _)| e.to_owned()),
+            last_error_at_ms: last_error.map(|(_, at)| at),
+        })
+    }
+
+    fn backlog(plugin: &str, pending: u64, dead: u64, lag_seconds: f64) -> PluginDeliveries {
+        PluginDeliveries {
+            plugin: plugin.into(),
+            pending,
+            dead,
+            lag_seconds,
+            paused: false,
+        }
+    }
+
+    #[test]
+    fn renders_each_state_an_operator_meets() {
+        let cases: Vec<(&str, Status, &str)> = vec![
+            (
+                "quiet and ready",
+                quiet(),
+                "\
+hookd 0.1.0, up 1h 2m, ready
+store: writer running, 0 events (0 KiB) waiting to be committed
+events: 0 received since start (0 duplicates, 0 with no subscriber)
+deliveries: 0 pending, 0 dead
+rejected: none since start
+plugins: 0
+",
+            ),
+            (
+                "not ready: the store's writer stopped and the store cannot be read",
+                Status {
+                    uptime_secs: 4,
+                    ready: false,
+                    store: StoreStatus {
+                        writer_running: false,
+                        queue_depth: 17,
+                        queue_bytes: 40_960,
+                    },
+                    deliveries: Deliveries::Unreadable {
+                        error: "unable to open database file".into(),
+                    },
+                    ..quiet()
+                },
+                "\
+hookd 0.1.0, up 4s, NOT READY
+store: writer STOPPED, 17 events (40 KiB) waiting to be committed
+events: 0 received since start (0 duplicates, 0 with no subscriber)
+deliveries: cannot read the store: unable to open database file
+rejected: none since start
+plugins: 0
+",
+            ),
+            (
+                "refusals: totals by reason, the latest five, connections over a client's share",
+                Status {
+                    connections_refused: 12,
+                    events: EventCounts {
+                        received: 1_000,
+                        duplicate: 3,
+                        unrouted: 40,
+                    },
+                    rejected: BTreeMap::from([
+                        ("bad_signature".to_owned(), 6),
+                        ("too_large".to_owned(), 1),
+                    ]),
+                    recent_rejections: (0..7)
+                        .map(|i| Rejection {
+                            at_ms: NOW_MS - 70_000 + i * 10_000,
+                            reason: if i == 3 { "too_large" } else { "bad_signature" }.into(),
+                        })
+                        .collect(),
+                    ..quiet()
+                },
+                "\
+hookd 0.1.0, up 1h 2m, ready
+store: writer running, 0 events (0 KiB) waiting to be committed
+connections refused (one client over its share of the slots): 12
+events: 1000 received since start (3 duplicates, 40 with no subscriber)
+deliveries: 0 pending, 0 dead
+rejected since start: bad_signature 6, too_large 1
+recent rejections (newest last):
+  50s ago      bad_signature
+  40s ago      too_large
+  30s ago      bad_signature
+  20s ago      bad_signature
+  10s ago      bad_signature
+plugins: 0
+",
+            ),
+            (
+                "lag, dead letters, and deliveries paused for a plugin that is gone",
+                Status {
+                    deliveries: Deliveries::Counted {
+                        pending: 250,
+                        dead: 3,
+                        by_plugin: vec![
+                            backlog("always-fails", 0, 3, 0.0),
+                            backlog("slow", 200, 0, 12.345),
+                            PluginDeliveries {
+                                paused: true,
+                                ..backlog("removed", 50, 0, 7_200.0)
+                            },
+                        ],
+                    },
+                    plugins: vec![
+                        loaded("always-fails", &["contact.*"], None),
+                        loaded("slow", &["message.*", "contact.created"], None),
+                    ],
+                    ..quiet()
+                },
+                "\
+hookd 0.1.0, up 1h 2m, ready
+store: writer running, 0 events (0 KiB) waiting to be committed
+events: 0 received since start (0 duplicates, 0 with no subscriber)
+deliveries: 250 pending, 3 dead
+  always-fails         0 pending, 3 dead, 0.0 s behind
+  slow                 200 pending, 0 dead, 12.3 s behind
+  removed              50 pending, 0 dead, 7200.0 s behind (paused: plugin not loaded)
+rejected: none since start
+plugins: 2
+  always-fails         e93424dfd08a  events: contact.*  loaded 1m 30s ago
+  slow                 e93424dfd08a  events: message.*, contact.created  loaded 1m 30s ago
+",
+            ),
+            (
+                "reload refusals: new files refused while the old version serves, and a plugin \
+                 that never loaded",
+                Status {
+                    plugins: vec![
+                        loaded(
+                            "noop",
+                            &["message.*"],
+                            Some(("manifest: unknown field `evnts`", NOW_MS - 5_000)),
+                        ),
+                        Plugin::Refused(RefusedPlugin {
+                            name: "garbage".into(),
+                            loaded: LoadedFlag,
+                            last_error: "not a WebAssembly file".into(),
+                            last_error_at_ms: NOW_MS - 2 * 86_400_000 - 3_600_000,
+                        }),
+                    ],
+                    ..quiet()
+                },
+                "\
+hookd 0.1.0, up 1h 2m, ready
+store: writer running, 0 events (0 KiB) waiting to be committed
+events: 0 received since start (0 duplicates, 0 with no subscriber)
+deliveries: 0 pending, 0 dead
+rejected: none since start
+plugins: 2
+  noop                 e93424dfd08a  events: message.*  loaded 1m 30s ago
+                       last reload refused 5s ago: manifest: unknown field `evnts`
+  garbage              NOT LOADED
+                       last reload refused 2d 1h ago: not a WebAssembly file
+",
+            ),
+        ];
+        for (case, status, expected) in cases {
+            assert_eq!(render(&status, NOW_MS), expected, "case: {case}");
+        }
+    }
+
+    /// A clock behind the daemon's (another host's time) reads as "0s ago", never as an
+    /// underflow.
+    #[test]
+    fn a_time_after_now_reads_as_just_now() {
+        let status = Status {
+            recent_rejections: vec![Rejection {
+                at_ms: NOW_MS + 60_000,
+                reason: "bad_signature".into(),
+            }],
+            ..quiet()
+        };
+        assert!(render(&status, NOW_MS).contains("  0s ago       bad_signature\n"));
+    }
 }
