@@ -12,6 +12,8 @@
 //!   verbatim for plugins.
 //! - **Total on hostile input.** Parsing is bounded in size and nesting depth and never panics.
 
+#![forbid(unsafe_code)]
+
 pub mod envelope;
 pub mod event_type;
 pub mod model;

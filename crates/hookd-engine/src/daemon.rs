@@ -14,6 +14,7 @@ use hookd_config::Config;
 use hookd_core::Verifier;
 use hookd_host::{CodeCache, HostSettings, PluginHost};
 use hookd_server::{AdminState, IngestMetrics, IngestState, ListenerSettings};
+use hookd_storage::Backend;
 use hookd_store::Store;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -22,7 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::dispatch::{BacklogBytes, DeliveryMetrics, Dispatcher, Heartbeat, Routes};
-use crate::kv::StoreKv;
+use crate::kv::BackendKv;
 use crate::logging::LogFilter;
 use crate::notify;
 use crate::plugins::PluginRegistry;
@@ -80,7 +81,7 @@ pub struct Daemon {
     admin_addr: Option<SocketAddr>,
     ready: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
-    store: Store,
+    backend: Arc<dyn Backend>,
     registry: Arc<PluginRegistry>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -99,18 +100,7 @@ impl Daemon {
         let started = std::time::Instant::now();
         let hup = crate::reload::watch_sighup();
         let mut registry = Registry::default();
-        let store = Store::open(
-            hookd_store::StoreConfig {
-                dir: config.store.dir.clone(),
-                dedup_window: config.store.dedup_window,
-                queue_capacity: config.store.queue_capacity,
-                max_batch: config.store.max_batch,
-                queue_max_bytes: config.store.queue_max_bytes,
-            },
-            &mut registry,
-        )
-        .with_context(|| format!("cannot open the store in `{}`", config.store.dir.display()))?;
-        info!(dir = %config.store.dir.display(), "store open");
+        let backend = open_backend(&config, &mut registry)?;
 
         let host = Arc::new(
             PluginHost::new(
@@ -119,7 +109,7 @@ impl Daemon {
                     max_instances: config.plugins.max_instances,
                     max_memory_bytes: config.plugins.max_memory_bytes,
                 },
-                Arc::new(StoreKv::new(store.clone())),
+                Arc::new(BackendKv::new(backend.clone())),
             )
             .context("cannot start the plugin host")?,
         );
@@ -147,9 +137,10 @@ impl Daemon {
         let ingest = Arc::new(IngestState {
             limits: ArcSwap::from_pointee(crate::reload::ingest_limits(&config)),
             verifier: ArcSwap::from_pointee(verifier),
-            store: store.clone(),
+            log: backend.clone(),
             subscriptions: Arc::new(Routes {
                 registry: plugin_registry.clone(),
+                hinting: backend.exclusive(),
                 hints: hints_tx,
                 backlog_bytes: backlog_bytes.clone(),
             }),
@@ -216,7 +207,7 @@ impl Daemon {
         let admin_task = admin_listener.map(|listener| {
             let state = Arc::new(AdminState {
                 registry: registry.clone(),
-                store: store.clone(),
+                log: backend.clone(),
                 ready: ready.clone(),
                 info: plugins_info.clone(),
                 ingest: ingest_metrics.clone(),
@@ -238,12 +229,7 @@ impl Daemon {
 
         let heartbeat = Arc::new(Heartbeat::default());
         let dispatcher = Dispatcher {
-            store: store.clone(),
-            reader: Arc::new(std::sync::Mutex::new(
-                store
-                    .reader()
-                    .context("cannot open a reader on the store")?,
-            )),
+            queue: backend.clone(),
             host: host.clone(),
             registry: plugin_registry.clone(),
             hints: hints_rx,
@@ -276,13 +262,13 @@ impl Daemon {
         ));
         tokio::spawn(notify::watchdog(
             notify::Liveness {
-                store: store.clone(),
+                log: backend.clone(),
                 dispatcher: heartbeat,
             },
             stop_rx.clone(),
         ));
         let received = ingest_metrics.events_received.clone();
-        let (status_store, status_registry) = (store.clone(), plugin_registry.clone());
+        let (status_log, status_registry) = (backend.clone(), plugin_registry.clone());
         let mut received_before = received.get();
         tokio::spawn(notify::status_loop(
             STATUS_EVERY,
@@ -292,7 +278,7 @@ impl Daemon {
                 received_before = now;
                 format!(
                     "ready: {rate:.1} events/s, {} waiting for the disk, {} plugins loaded",
-                    status_store.queue_len(),
+                    status_log.health().queued,
                     status_registry.snapshot().len()
                 )
             },
@@ -308,7 +294,7 @@ impl Daemon {
             admin_addr,
             ready,
             stop: stop_tx,
-            store,
+            backend,
             registry: plugin_registry,
             tasks,
         })
@@ -337,14 +323,30 @@ impl Daemon {
         for task in self.tasks {
             let _ = task.await;
         }
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.close())
+        self.backend
+            .close()
             .await
-            .context("the store close task failed")?
             .context("cannot close the store cleanly")?;
         info!("store closed; bye");
         Ok(())
     }
+}
+
+/// The storage backend the configuration names: the SQLite store in `[store] dir`.
+fn open_backend(config: &Config, registry: &mut Registry) -> anyhow::Result<Arc<dyn Backend>> {
+    let store = Store::open(
+        hookd_store::StoreConfig {
+            dir: config.store.dir.clone(),
+            dedup_window: config.store.dedup_window,
+            queue_capacity: config.store.queue_capacity,
+            max_batch: config.store.max_batch,
+            queue_max_bytes: config.store.queue_max_bytes,
+        },
+        registry,
+    )
+    .with_context(|| format!("cannot open the store in `{}`", config.store.dir.display()))?;
+    info!(dir = %config.store.dir.display(), "store open");
+    Ok(Arc::new(store))
 }
 
 /// The kernel's queue of connections not yet accepted (capped by `net.core.somaxconn`). A

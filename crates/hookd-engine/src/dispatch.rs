@@ -1,5 +1,5 @@
-//! The dispatcher: takes due deliveries from the store, runs them in the plugin host, records
-//! each outcome (done, retry with backoff, dead letter).
+//! The dispatcher: takes due deliveries from the delivery queue, runs them in the plugin host,
+//! records each outcome (done, retry with backoff, dead letter).
 //!
 //! At least once: a delivery stays `pending` in the store until its outcome is committed, so a
 //! crash at any moment leaves it to be run again at the next start.
@@ -17,14 +17,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hookd_config::RetryPolicy;
 use hookd_core::EventType;
 use hookd_host::FailureKind;
 use hookd_host::{DeliveryEvent, LoadedPlugin, Outcome, PluginHost};
 use hookd_server::Subscriptions;
-use hookd_store::{AttemptRecord, AttemptResult, Claim, DueDelivery, NewEvent, Store, StoreReader};
+use hookd_storage::{
+    AttemptRecord, AttemptResult, Claim, DeliveryQueue, DueDelivery, NewEvent, StorageError, now_ms,
+};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -125,6 +127,9 @@ impl DeliveryMetrics {
 /// deliveries start at once instead of at the next poll of the store.
 pub struct Routes {
     pub registry: Arc<PluginRegistry>,
+    /// Whether to hint at all: only when this process is the queue's one reader (see
+    /// [`DeliveryQueue::exclusive`]).
+    pub hinting: bool,
     pub hints: mpsc::Sender<DueDelivery>,
     /// Payload bytes held by hints and the dispatcher's backlog.
     pub backlog_bytes: Arc<BacklogBytes>,
@@ -162,6 +167,9 @@ impl Subscriptions for Routes {
     }
 
     fn stored(&self, seq: i64, event: &NewEvent) {
+        if !self.hinting {
+            return;
+        }
         for plugin in &event.deliveries {
             // A full channel or byte budget drops the hint: the store still has the delivery.
             let size = event.payload.len();
@@ -200,8 +208,7 @@ struct Tracker {
 
 /// What the dispatcher needs.
 pub struct Dispatcher {
-    pub store: Store,
-    pub reader: Arc<Mutex<StoreReader>>,
+    pub queue: Arc<dyn DeliveryQueue>,
     pub host: Arc<PluginHost>,
     pub registry: Arc<PluginRegistry>,
     pub hints: mpsc::Receiver<DueDelivery>,
@@ -268,7 +275,7 @@ impl Dispatcher {
         let freed = Arc::new(Notify::new());
         let (record_tx, record_rx) = mpsc::unbounded_channel::<Finished>();
         let recorder = tokio::spawn(record_loop(
-            self.store.clone(),
+            self.queue.clone(),
             record_rx,
             tracker.clone(),
             freed.clone(),
@@ -370,7 +377,7 @@ impl Dispatcher {
                 running = claims.len(),
                 "stopping with deliveries still running; they stay pending and run again at start"
             );
-            if let Err(e) = self.store.claim(claims).await {
+            if let Err(e) = self.queue.claim(claims).await {
                 warn!(error = %e, "cannot take back the claims of unfinished deliveries; they count as attempts");
             }
         }
@@ -379,21 +386,10 @@ impl Dispatcher {
 
     async fn due(&self, limit: usize, max_bytes: usize) -> Vec<DueDelivery> {
         let names: Vec<String> = self.registry.snapshot().keys().cloned().collect();
-        let reader = self.reader.clone();
-        let now = now_ms();
-        let result = tokio::task::spawn_blocking(move || {
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            lock(&reader).due_deliveries_within(now, &names, limit, max_bytes)
-        })
-        .await;
-        match result {
-            Ok(Ok(due)) => due,
-            Ok(Err(e)) => {
-                warn!(error = %e, "cannot read due deliveries; will try again");
-                Vec::new()
-            }
+        match self.queue.due(now_ms(), names, limit, max_bytes).await {
+            Ok(due) => due,
             Err(e) => {
-                warn!(error = %e, "the due-deliveries task failed");
+                warn!(error = %e, "cannot read due deliveries; will try again");
                 Vec::new()
             }
         }
@@ -408,7 +404,7 @@ impl Dispatcher {
     ) {
         let host = self.host.clone();
         let metrics = self.metrics.clone();
-        let store = self.store.clone();
+        let queue = self.queue.clone();
         let run_id = self.run_id;
         let attempt = due.attempts.saturating_add(1);
         let interrupted = due.interrupted(run_id);
@@ -423,8 +419,8 @@ impl Dispatcher {
                         format!("hookd stopped while attempt {attempt} ran (killed, crashed or out of memory)"),
                     )
                 } else {
-                    if !claim(&store, &due, run_id).await {
-                        return; // the store is closing: the delivery stays pending
+                    if !claim(queue.as_ref(), &due, run_id).await {
+                        return; // the queue is closing: the delivery stays pending
                     }
                     let event = DeliveryEvent {
                         id: due.event_id.clone(),
@@ -470,10 +466,7 @@ impl Dispatcher {
     }
 
     async fn refresh_pending_gauge(&self) {
-        let reader = self.reader.clone();
-        let counts =
-            tokio::task::spawn_blocking(move || lock(&reader).open_deliveries_by_plugin()).await;
-        if let Ok(Ok(counts)) = counts {
+        if let Ok(counts) = self.queue.open_deliveries().await {
             self.metrics.pending.clear();
             self.metrics.lag.clear();
             // Every loaded plugin has a lag, 0 unless a delivery of it is overdue.
@@ -503,7 +496,7 @@ impl Dispatcher {
 
 /// Claims `due` for this run before its plugin runs; retries while the store refuses. `false`
 /// when the store is closing.
-async fn claim(store: &Store, due: &DueDelivery, run_id: i64) -> bool {
+async fn claim(queue: &dyn DeliveryQueue, due: &DueDelivery, run_id: i64) -> bool {
     let claim = Claim {
         event_seq: due.event_seq,
         plugin: due.plugin.clone(),
@@ -511,9 +504,9 @@ async fn claim(store: &Store, due: &DueDelivery, run_id: i64) -> bool {
         by: run_id,
     };
     loop {
-        match store.claim(vec![claim.clone()]).await {
+        match queue.claim(vec![claim.clone()]).await {
             Ok(()) => return true,
-            Err(hookd_store::IngestError::Closed) => return false,
+            Err(StorageError::Closed) => return false,
             Err(e) => {
                 warn!(error = %e, "cannot claim a delivery before running it; retrying in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -529,7 +522,7 @@ fn due_bytes(due: &[DueDelivery]) -> usize {
 
 /// Commits attempt records in batches, then releases their in-flight marks.
 async fn record_loop(
-    store: Store,
+    queue: Arc<dyn DeliveryQueue>,
     mut rx: mpsc::UnboundedReceiver<Finished>,
     tracker: Arc<Mutex<Tracker>>,
     freed: Arc<Notify>,
@@ -543,9 +536,9 @@ async fn record_loop(
             records.push(record);
         }
         loop {
-            match store.record_attempts(records.clone()).await {
+            match queue.record(records.clone()).await {
                 Ok(()) => break,
-                Err(hookd_store::IngestError::Closed) => return,
+                Err(StorageError::Closed) => return,
                 Err(e) => {
                     // Keep the marks: retrying the record is cheaper than redoing deliveries.
                     warn!(error = %e, "cannot record delivery results; retrying in 1 s");
@@ -609,12 +602,6 @@ pub fn next_step(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

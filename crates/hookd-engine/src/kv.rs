@@ -1,7 +1,7 @@
-//! The plugins' key-value store: kept in the daemon's store, namespaced per plugin.
+//! The plugins' key-value store: kept in the storage backend, namespaced per plugin.
 //!
-//! Writes go through the store's one writer, in the same group commits as ingested events,
-//! under a budget: at most [`KV_WRITES_IN_FLIGHT`] writes and [`KV_WRITE_BYTES_IN_FLIGHT`]
+//! Writes go to the backend under a budget (with SQLite, through the store's one writer, in
+//! the same group commits as ingested events): at most [`KV_WRITES_IN_FLIGHT`] writes and [`KV_WRITE_BYTES_IN_FLIGHT`]
 //! bytes of keys and values queued for or inside a commit, all plugins together. A plugin
 //! that writes as fast as it can therefore adds at most that much to any commit an event
 //! waits for; beyond it, its writes wait their turn (first come, first served), on the
@@ -11,8 +11,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
 use hookd_host::{KvError, KvStore};
-use hookd_store::{KvOp, KvWriteResult, Store};
+use hookd_storage::{KvOp, KvWriteResult};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Key-value writes queued for or inside a commit at once, all plugins together.
@@ -21,18 +23,17 @@ pub const KV_WRITES_IN_FLIGHT: usize = 32;
 /// larger single write (`kv_max_value_bytes` may be raised to 16 MiB) takes all of it, alone.
 pub const KV_WRITE_BYTES_IN_FLIGHT: usize = 1 << 20;
 
-/// Key-value storage in the daemon's SQLite store; writes share the group commit, within the
-/// budget above.
-pub struct StoreKv {
-    store: Store,
+/// Plugins' keys in the storage backend, writes within the budget above.
+pub struct BackendKv {
+    backend: Arc<dyn hookd_storage::KvStore>,
     writes: Semaphore,
     bytes: Semaphore,
 }
 
-impl StoreKv {
-    pub fn new(store: Store) -> Self {
+impl BackendKv {
+    pub fn new(backend: Arc<dyn hookd_storage::KvStore>) -> Self {
         Self {
-            store,
+            backend,
             writes: Semaphore::new(KV_WRITES_IN_FLIGHT),
             bytes: Semaphore::new(KV_WRITE_BYTES_IN_FLIGHT),
         }
@@ -41,7 +42,7 @@ impl StoreKv {
     /// Waits for room for a write of `bytes`, then applies it; resolves once it is committed.
     async fn write(&self, bytes: usize, op: KvOp) -> Result<KvWriteResult, KvError> {
         let _permits = self.room(bytes).await?;
-        self.store.kv_write(op).await.map_err(storage)
+        self.backend.write(op).await.map_err(storage)
     }
 
     async fn room(
@@ -74,13 +75,9 @@ fn quota(max_keys: u64) -> KvError {
 }
 
 #[async_trait::async_trait]
-impl KvStore for StoreKv {
+impl KvStore for BackendKv {
     async fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        let (store, plugin, key) = (self.store.clone(), plugin.to_owned(), key.to_owned());
-        tokio::task::spawn_blocking(move || store.kv_get(&plugin, &key))
-            .await
-            .map_err(storage)?
-            .map_err(storage)
+        self.backend.get(plugin, key).await.map_err(storage)
     }
 
     async fn set(
@@ -197,7 +194,7 @@ impl KvStore for ScratchKv {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use hookd_store::Store;
 
     use super::*;
 
@@ -216,7 +213,7 @@ mod tests {
     async fn no_commit_carries_more_than_the_budget_of_kv_writes() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        let kv = Arc::new(StoreKv::new(store.clone()));
+        let kv = Arc::new(BackendKv::new(Arc::new(store.clone())));
         let before = store.commit_count();
         // 64 writes of 256 KiB at once: 16 MiB. Unbudgeted, the writer takes what is queued
         // into one commit (a few commits in all); within 1 MiB in flight it takes at most 4.

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookd_store::Store;
+use hookd_storage::EventLog;
 use sd_notify::NotifyState;
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -51,14 +51,14 @@ pub fn status(text: &str) {
 
 /// What the watchdog checks before each ping.
 pub struct Liveness {
-    pub store: Store,
+    pub log: Arc<dyn EventLog>,
     pub dispatcher: Arc<Heartbeat>,
 }
 
 impl Liveness {
     /// `None` when both make progress, else what is stuck.
     async fn stuck(&self, within: Duration) -> Option<&'static str> {
-        if !self.store.ping(within).await {
+        if !self.log.ping(within).await {
             return Some("the store writer has not committed what is queued");
         }
         // The dispatcher's loop turns at least every 500 ms.

@@ -10,6 +10,8 @@
 //! The plugin is the `version-a` test fixture, which increments the key
 //! `a:EVENT_ID:ATTEMPT` in its key-value store on each run: a value above 1 is a duplicate.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

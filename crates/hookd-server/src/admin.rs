@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use hookd_admin::{Deliveries, EventCounts, Plugin, Rejection, Status, StoreStatus};
-use hookd_store::Store;
+use hookd_storage::EventLog;
 use prometheus_client::registry::Registry;
 
 use crate::IngestMetrics;
@@ -18,7 +18,7 @@ use warp::{Filter, Reply};
 /// What the admin routes read.
 pub struct AdminState {
     pub registry: Arc<Registry>,
-    pub store: Store,
+    pub log: Arc<dyn EventLog>,
     /// True once the daemon serves, false again when it starts shutting down.
     pub ready: Arc<AtomicBool>,
     pub info: Arc<dyn AdminInfo>,
@@ -45,14 +45,15 @@ fn status(s: &AdminState, deliveries: Deliveries) -> Status {
         .filter(|(_, n)| *n > 0)
         .map(|(reason, n)| (reason.to_owned(), n))
         .collect();
+    let health = s.log.health();
     Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_secs: s.started.elapsed().as_secs(),
         ready: s.ready.load(Ordering::Acquire),
         store: StoreStatus {
-            writer_running: s.store.is_running(),
-            queue_depth: s.store.queue_len() as u64,
-            queue_bytes: s.store.queue_bytes() as u64,
+            writer_running: health.accepting,
+            queue_depth: health.queued as u64,
+            queue_bytes: health.queued_bytes as u64,
         },
         connections_refused: s.ingest.connections_refused.get(),
         events: EventCounts {
@@ -83,7 +84,7 @@ pub fn admin_routes(
     let healthz = warp::path!("healthz")
         .and(with_state.clone())
         .map(|s: Arc<AdminState>| {
-            if s.store.is_running() {
+            if s.log.health().accepting {
                 warp::reply::with_status("ok\n", StatusCode::OK).into_response()
             } else {
                 warp::reply::with_status("store writer stopped\n", StatusCode::SERVICE_UNAVAILABLE)
@@ -93,7 +94,7 @@ pub fn admin_routes(
     let readyz = warp::path!("readyz")
         .and(with_state.clone())
         .map(|s: Arc<AdminState>| {
-            if s.ready.load(Ordering::Acquire) && s.store.is_running() {
+            if s.ready.load(Ordering::Acquire) && s.log.health().accepting {
                 warp::reply::with_status("ready\n", StatusCode::OK).into_response()
             } else {
                 warp::reply::with_status("not ready\n", StatusCode::SERVICE_UNAVAILABLE)

@@ -10,13 +10,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Buf;
 use futures_util::{Stream, StreamExt};
 use hookd_core::{Envelope, Limits, SIGNATURE_HEADER, Verifier};
-use hookd_store::{IngestError, NewEvent, Store};
+use hookd_storage::{EventLog, NewEvent, StorageError, now_ms};
 use serde::Serialize;
 use tracing::{debug, warn};
 use warp::Filter;
@@ -62,7 +62,8 @@ pub struct IngestState {
     pub limits: ArcSwap<IngestLimits>,
     /// Swapped by a configuration reload (secret rotation).
     pub verifier: ArcSwap<Verifier>,
-    pub store: Store,
+    /// Where events go: they are acknowledged once it says they are durable.
+    pub log: Arc<dyn EventLog>,
     pub subscriptions: Arc<dyn Subscriptions>,
     pub metrics: IngestMetrics,
     /// The bytes every body being read holds, against `max_inflight_body_bytes`.
@@ -296,7 +297,7 @@ impl IngestState {
         // Kept for the dispatch hint; only routed events need it.
         let hint = routed.then(|| event.clone());
         let size = event.payload.len() as u64;
-        let outcome = match self.store.submit(event) {
+        let outcome = match self.log.append(event) {
             Ok(committed) => committed.await,
             Err(e) => Err(e),
         };
@@ -404,19 +405,19 @@ impl IngestState {
         r
     }
 
-    fn unavailable(&self, peer: Option<SocketAddr>, size: u64, e: &IngestError) -> Response {
+    fn unavailable(&self, peer: Option<SocketAddr>, size: u64, e: &StorageError) -> Response {
         let reason = match e {
-            IngestError::QueueFull => "queue_full",
-            IngestError::Closed => "shutting_down",
-            IngestError::Store(_) => "store_error",
+            StorageError::QueueFull => "queue_full",
+            StorageError::Closed => "shutting_down",
+            StorageError::Failed(_) => "store_error",
         };
         // In aggregate too: under overload every request is refused, and a line each would
         // only add to the load. The store's writer logs each failed commit itself.
         self.metrics.refuse(reason, peer, Some(size));
         self.busy(match e {
-            IngestError::QueueFull => "the ingest queue is full".to_owned(),
-            IngestError::Closed => "the daemon is shutting down".to_owned(),
-            IngestError::Store(_) => "the store cannot take the event".to_owned(),
+            StorageError::QueueFull => "the ingest queue is full".to_owned(),
+            StorageError::Closed => "the daemon is shutting down".to_owned(),
+            StorageError::Failed(_) => "the store cannot take the event".to_owned(),
         })
     }
 }
@@ -424,10 +425,4 @@ impl IngestState {
 /// The client's address in a log line.
 fn display_peer(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

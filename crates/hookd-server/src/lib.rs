@@ -1,8 +1,8 @@
 //! hookd's HTTP side: the ingest listener and the admin listener.
 //!
 //! **Boundary:** this is the only crate that knows HTTP. It turns a request into a verified
-//! [`hookd_core::Envelope`], hands it to the [`hookd_store::Store`], and answers only once the
-//! store says the event is durable.
+//! [`hookd_core::Envelope`], appends it to the [`hookd_storage::EventLog`], and answers only once
+//! the log says the event is durable.
 //!
 //! Design decisions:
 //! - **Verify before anything else.** The body is read under a byte cap and a deadline, then
@@ -23,6 +23,8 @@
 //!   event, so their deliveries are created in the same transaction as the event; the plugin
 //!   host implements it.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod ingest;
 pub mod listener;
@@ -32,7 +34,7 @@ pub mod rejections;
 use std::sync::Arc;
 
 use hookd_core::EventType;
-use hookd_store::NewEvent;
+use hookd_storage::NewEvent;
 
 pub use admin::{AdminInfo, AdminState, admin_routes};
 pub use ingest::{InflightBodies, IngestLimits, IngestState, ingest_routes};
@@ -46,7 +48,7 @@ pub trait Subscriptions: Send + Sync + 'static {
     fn subscribers(&self, event_type: &EventType) -> Vec<Arc<str>>;
 
     /// Called once a new event with subscribers is committed (its deliveries too), as a hint
-    /// to start them now rather than at the next poll of the store. Must not block.
+    /// to start them now rather than at the next poll of the queue. Must not block.
     fn stored(&self, _seq: i64, _event: &NewEvent) {}
 }
 

@@ -4,91 +4,10 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
 
 use crate::StoreError;
-
-/// A delivery that is due now, with its event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueDelivery {
-    pub event_seq: i64,
-    pub plugin: String,
-    /// Attempts already made (0 for a first delivery).
-    pub attempts: u32,
-    pub event_id: String,
-    pub event_type: String,
-    pub payload: String,
-    pub received_at_ms: i64,
-    /// When the delivery row last changed (created, attempted, replayed).
-    pub updated_at_ms: i64,
-    /// Attempts begun: one more than `attempts` while an attempt runs, or after the daemon
-    /// died during one.
-    pub started: u32,
-    /// The daemon run (see [`Claim::by`]) that began the last attempt, if any.
-    pub claimed_by: Option<i64>,
-}
-
-impl DueDelivery {
-    /// Whether an attempt was begun by another daemon run and never recorded: that run died
-    /// (killed, crashed, out of memory) while the plugin ran.
-    pub fn interrupted(&self, this_run: i64) -> bool {
-        self.started > self.attempts && self.claimed_by != Some(this_run)
-    }
-}
-
-/// An attempt about to begin, committed before the plugin runs, so that a daemon that dies
-/// during it still counts it (a plugin that kills the process cannot retry forever).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub event_seq: i64,
-    pub plugin: String,
-    /// Attempts begun after this one: `attempts + 1` to begin one, `attempts` to take a claim
-    /// back (a graceful stop that interrupted the attempt itself).
-    pub started: u32,
-    /// A number that identifies the daemon run, chosen at random when it starts.
-    pub by: i64,
-}
-
-/// The result of one attempt, to be recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttemptRecord {
-    pub event_seq: i64,
-    pub plugin: String,
-    pub result: AttemptResult,
-    pub at_ms: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttemptResult {
-    Done,
-    /// Try again at `next_attempt_at_ms`.
-    Retry {
-        next_attempt_at_ms: i64,
-        error: String,
-    },
-    /// Give up: a dead letter.
-    Dead {
-        error: String,
-    },
-}
-
-/// A dead letter, for `hookd dlq list`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub event_seq: i64,
-    pub event_id: String,
-    pub event_type: String,
-    pub plugin: String,
-    pub attempts: u32,
-    pub last_error: String,
-    pub received_at_ms: i64,
-    pub died_at_ms: i64,
-}
-
-/// Which dead letters to replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplaySelector {
-    All,
-    /// Every dead delivery of one event (by Protocol id).
-    Event(String),
-}
+use hookd_storage::{
+    AttemptRecord, AttemptResult, Claim, DeadLetter, DueDelivery, KvOp, KvWriteResult,
+    ReplaySelector,
+};
 
 /// Due pending deliveries for the named plugins, oldest first: at most `limit` of them, and no
 /// more once their payloads add up to `max_bytes` (at least one is always returned).
@@ -285,15 +204,6 @@ fn kv_has_room(
     Ok(u64::try_from(count).unwrap_or(0) < max_keys)
 }
 
-/// The outcome of a key-value write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvWriteResult {
-    Stored,
-    /// For an increment: the new value.
-    Counter(i64),
-    QuotaExceeded,
-}
-
 pub(crate) fn kv_write(tx: &Transaction<'_>, op: &KvOp) -> Result<KvWriteResult, StoreError> {
     match op {
         KvOp::Set {
@@ -344,25 +254,4 @@ pub(crate) fn kv_write(tx: &Transaction<'_>, op: &KvOp) -> Result<KvWriteResult,
             Ok(KvWriteResult::Counter(next))
         }
     }
-}
-
-/// A key-value write, applied by the writer thread.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvOp {
-    Set {
-        plugin: String,
-        key: String,
-        value: Vec<u8>,
-        max_keys: u64,
-    },
-    Delete {
-        plugin: String,
-        key: String,
-    },
-    Increment {
-        plugin: String,
-        key: String,
-        delta: i64,
-        max_keys: u64,
-    },
 }

@@ -79,6 +79,7 @@
 //! (histogram of events per commit), `hookd_store_queue_depth` and `hookd_store_queue_bytes`
 //! (gauges), `hookd_store_commit_errors_total` (counter).
 
+mod backend;
 mod deliveries;
 mod error;
 mod files;
@@ -99,12 +100,12 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
-pub use deliveries::{
-    AttemptRecord, AttemptResult, Claim, DeadLetter, DueDelivery, KvOp, KvWriteResult,
-    ReplaySelector,
-};
 pub use error::{IngestError, StoreError};
-pub use reader::{DeliveryCounts, PluginDeliveries, StoreReader, StoredEvent, replay_dead_letters};
+pub use hookd_storage::{
+    AttemptRecord, AttemptResult, Claim, DeadLetter, DueDelivery, Ingested, KvOp, KvWriteResult,
+    NewEvent, PluginDeliveries, ReplaySelector,
+};
+pub use reader::{DeliveryCounts, StoreReader, StoredEvent, replay_dead_letters};
 
 use metrics::StoreMetrics;
 use writer::{Command, Writer, WriterShared};
@@ -141,39 +142,6 @@ impl Default for StoreConfig {
     }
 }
 
-/// An event to store, with the plugins that must receive it.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub id: String,
-    pub event_type: String,
-    /// The payload's raw JSON text, stored verbatim.
-    pub payload: String,
-    /// Unix milliseconds, passed in by the caller.
-    pub received_at_ms: i64,
-    /// Plugins subscribed to this event: one pending delivery each, if the event is new.
-    pub deliveries: Vec<Arc<str>>,
-}
-
-impl NewEvent {
-    /// What the event holds in memory while it waits for the writer, as counted against
-    /// [`StoreConfig::queue_max_bytes`].
-    pub fn queued_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.id.len()
-            + self.event_type.len()
-            + self.payload.len()
-            + self.deliveries.iter().map(|d| d.len() + 16).sum::<usize>()
-    }
-}
-
-/// What storing an event did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ingested {
-    /// The event's row: the new one, or the existing one for a duplicate.
-    pub seq: i64,
-    pub duplicate: bool,
-}
-
 struct Shared {
     tx: Mutex<Option<Sender<Command>>>,
     queued: Arc<AtomicUsize>,
@@ -181,8 +149,9 @@ struct Shared {
     /// Bytes of the ingest requests queued or in a commit; released by the writer.
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
-    /// For key-value reads, which need no writer.
-    kv_reader: Mutex<Option<StoreReader>>,
+    /// Read connections, opened at first use: one per kind of reader, so that a slow poll of
+    /// the delivery queue never holds up a plugin's key read.
+    readers: backend::Readers,
     thread: Mutex<Option<JoinHandle<()>>>,
     running: Arc<AtomicBool>,
     commits: Arc<AtomicU64>,
@@ -246,7 +215,7 @@ impl Store {
                 capacity: config.queue_capacity.max(1),
                 queued_bytes,
                 max_bytes: config.queue_max_bytes,
-                kv_reader: Mutex::new(None),
+                readers: backend::Readers::default(),
                 thread: Mutex::new(Some(thread)),
                 running,
                 commits,
@@ -390,18 +359,11 @@ impl Store {
 
     /// Reads one key of a plugin's key-value store (a blocking read of a few microseconds).
     pub fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut guard = self
-            .shared
-            .kv_reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if guard.is_none() {
-            *guard = Some(StoreReader::open(&self.shared.dir)?);
-        }
-        match guard.as_ref() {
-            Some(reader) => reader.kv_get(plugin, key),
-            None => Err(StoreError::Missing(self.shared.dir.clone())),
-        }
+        self.shared
+            .readers
+            .with(backend::Reader::Kv, &self.shared.dir, |r| {
+                r.kv_get(plugin, key)
+            })
     }
 
     /// Whether the writer thread is still taking events.

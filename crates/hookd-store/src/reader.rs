@@ -5,8 +5,9 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
-use crate::deliveries::{self, DeadLetter, DueDelivery, ReplaySelector};
+use crate::deliveries;
 use crate::schema::{BUSY_TIMEOUT, db_path, open_read_only};
+use hookd_storage::{DeadLetter, DueDelivery, PluginDeliveries, ReplaySelector};
 
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,17 +29,6 @@ pub struct DeliveryCounts {
 
 /// A read-only connection to a store: cheap to open, one per thread (it is `Send`, not
 /// `Sync`). Each query sees the latest committed state.
-/// One plugin's open deliveries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginDeliveries {
-    pub plugin: String,
-    pub pending: u64,
-    pub dead: u64,
-    /// When the longest-waiting pending delivery came (or comes) due: `now - oldest_due_ms`
-    /// is how far the plugin lags behind.
-    pub oldest_due_ms: Option<i64>,
-}
-
 pub struct StoreReader {
     conn: Connection,
 }

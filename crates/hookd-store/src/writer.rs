@@ -4,15 +4,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use crate::deliveries::{self, AttemptRecord, Claim, KvOp, KvWriteResult};
+use crate::deliveries;
 use crate::metrics::StoreMetrics;
 use crate::{IngestError, Ingested, NewEvent, StoreConfig, StoreError};
+use hookd_storage::{AttemptRecord, Claim, KvOp, KvWriteResult, now_ms};
 
 /// How often the writer prunes old events when it is not behind.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
@@ -472,12 +473,6 @@ fn prune_round(
         full: looked_at >= limit,
         cursor: last,
     })
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

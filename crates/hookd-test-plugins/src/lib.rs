@@ -1,6 +1,8 @@
 //! Paths of hookd's example plugins and test fixtures, built from `plugins/` by this crate's
 //! build script. Tests depend on this crate to get real components built from source.
 
+#![forbid(unsafe_code)]
+
 include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 
 /// The sample manifest (`NAME.toml`) of an example plugin, from `plugins/NAME/`.

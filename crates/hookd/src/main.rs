@@ -1,6 +1,8 @@
 //! `hookd`: the command line. `serve` runs the daemon ([`hookd_engine`]); the other commands are
 //! the operator's and plugin author's tools.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod commands;
 

@@ -5,6 +5,8 @@
 //! 1 otherwise. With `--expect-loss` (the negative control, against a build whose durability
 //! is broken on purpose) the other way round: 0 only if the harness caught a loss.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

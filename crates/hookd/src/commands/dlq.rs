@@ -27,7 +27,7 @@ pub fn run(args: DlqArgs) -> ExitCode {
                 &store_dir,
                 &selector,
                 plugin.as_deref(),
-                hookd_engine::dispatch::now_ms(),
+                hookd_storage::now_ms(),
             )
             .map(|n| println!("{n} dead letter{} replayed", if n == 1 { "" } else { "s" }))
             .context("cannot replay")

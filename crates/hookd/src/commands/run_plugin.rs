@@ -56,7 +56,7 @@ fn run_plugin_inner(args: &RunPluginArgs) -> anyhow::Result<bool> {
             id: envelope.id.clone(),
             event_type: envelope.event_type.to_string(),
             payload: envelope.payload_json().to_owned(),
-            received_at_ms: hookd_engine::dispatch::now_ms(),
+            received_at_ms: hookd_storage::now_ms(),
             attempt: args.attempt,
         };
         let subscribed = plugin
