@@ -123,10 +123,7 @@ impl Daemon {
             }
         };
         let plugin_registry = Arc::new(PluginRegistry::default());
-        let plugins_info = Arc::new(PluginsInfo::new(
-            plugin_registry.clone(),
-            config.store.dir.clone(),
-        ));
+        let plugins_info = Arc::new(PluginsInfo::new(plugin_registry.clone(), backend.clone()));
         let (hints_tx, hints_rx) = tokio::sync::mpsc::channel(65_536);
         let backlog_bytes = Arc::new(BacklogBytes::default());
         let delivery_metrics = DeliveryMetrics::register(&mut registry);

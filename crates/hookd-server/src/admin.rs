@@ -27,13 +27,13 @@ pub struct AdminState {
 }
 
 /// What the admin listener reports beyond the store; the daemon implements it.
+#[async_trait::async_trait]
 pub trait AdminInfo: Send + Sync + 'static {
     /// `GET /plugins`: the plugins loaded and those refused.
     fn plugins(&self) -> Vec<Plugin>;
 
-    /// Pending and dead deliveries, for `GET /status`. May read the store: it is called off
-    /// the async threads.
-    fn deliveries(&self) -> Deliveries;
+    /// Pending and dead deliveries, for `GET /status`, from the delivery queue.
+    async fn deliveries(&self) -> Deliveries;
 }
 
 /// `GET /status`: what `hookd status` prints.
@@ -108,12 +108,7 @@ pub fn admin_routes(
         warp::path!("status")
             .and(with_state.clone())
             .then(|s: Arc<AdminState>| async move {
-                let info = s.info.clone();
-                let deliveries = tokio::task::spawn_blocking(move || info.deliveries())
-                    .await
-                    .unwrap_or_else(|e| Deliveries::Unreadable {
-                        error: e.to_string(),
-                    });
+                let deliveries = s.info.deliveries().await;
                 warp::reply::json(&status(&s, deliveries)).into_response()
             });
     let metrics = warp::path!("metrics")

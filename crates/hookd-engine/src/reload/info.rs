@@ -2,13 +2,12 @@
 //! plugin, and the `/plugins` and deliveries answers of the admin listener.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hookd_admin as admin;
 use hookd_server::AdminInfo;
-use hookd_store::StoreReader;
+use hookd_storage::{DeliveryQueue, now_ms};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -64,18 +63,16 @@ struct LastError {
 pub struct PluginsInfo {
     registry: Arc<PluginRegistry>,
     errors: Mutex<BTreeMap<String, LastError>>,
-    store_dir: PathBuf,
-    /// Opened at the first `GET /status`.
-    reader: Mutex<Option<StoreReader>>,
+    /// Where the deliveries' counts come from.
+    queue: Arc<dyn DeliveryQueue>,
 }
 
 impl PluginsInfo {
-    pub fn new(registry: Arc<PluginRegistry>, store_dir: PathBuf) -> Self {
+    pub fn new(registry: Arc<PluginRegistry>, queue: Arc<dyn DeliveryQueue>) -> Self {
         Self {
             registry,
             errors: Mutex::default(),
-            store_dir,
-            reader: Mutex::default(),
+            queue,
         }
     }
 
@@ -87,18 +84,6 @@ impl PluginsInfo {
             .iter()
             .map(|(name, e)| (name.clone(), (e.content_hash.clone(), e.message.clone())))
             .collect()
-    }
-
-    fn open_deliveries(
-        &self,
-    ) -> Result<Vec<hookd_store::PluginDeliveries>, hookd_store::StoreError> {
-        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
-        if reader.is_none() {
-            *reader = Some(StoreReader::open(&self.store_dir)?);
-        }
-        reader
-            .as_ref()
-            .map_or(Ok(Vec::new()), StoreReader::open_deliveries_by_plugin)
     }
 
     pub(super) fn record(&self, changes: &[Change]) {
@@ -137,6 +122,7 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+#[async_trait::async_trait]
 impl AdminInfo for PluginsInfo {
     fn plugins(&self) -> Vec<admin::Plugin> {
         let loaded = self.registry.snapshot();
@@ -193,8 +179,8 @@ impl AdminInfo for PluginsInfo {
         out
     }
 
-    fn deliveries(&self) -> admin::Deliveries {
-        let rows = match self.open_deliveries() {
+    async fn deliveries(&self) -> admin::Deliveries {
+        let rows = match self.queue.open_deliveries().await {
             Ok(rows) => rows,
             Err(e) => {
                 return admin::Deliveries::Unreadable {
@@ -206,7 +192,7 @@ impl AdminInfo for PluginsInfo {
         let (pending, dead) = rows
             .iter()
             .fold((0, 0), |(p, d), r| (p + r.pending, d + r.dead));
-        let now = unix_ms(SystemTime::now()) as i64;
+        let now = now_ms();
         let by_plugin = rows
             .into_iter()
             .map(|r| {
