@@ -298,6 +298,26 @@ async fn a_request_body_over_the_cap_is_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_request_body_over_the_cap_is_cut_off() {
+    // No declared length (the SDK's `post_json` declares one): the cap counts the bytes.
+    let server = CountingServer::start([127, 0, 0, 1].into(), Duration::ZERO).await;
+    let origin = format!("http://{}", server.addr);
+    let host = host();
+    let mut s = poster(&origin, &format!("{origin}/hook"), 1);
+    s.config.insert("pad_bytes".into(), (9 << 20).to_string());
+    s.config.insert("chunked".into(), "true".into());
+    s.limits.memory_bytes = 128 << 20;
+    let plugin = load(&host, s);
+    let delivery = host.deliver(&plugin, &event(1)).await;
+    assert!(
+        matches!(&delivery.outcome, Outcome::Retry(m) if m.contains("POST")),
+        "{:?}",
+        delivery.outcome
+    );
+    assert_eq!(server.requests(), 0, "the whole body arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_body_that_stalls_times_out_between_bytes() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     // Answers the head and one byte of a 100-byte body, then nothing, keeping the socket.
