@@ -50,9 +50,12 @@ pub struct WorstCase {
 
 /// Bytes one instance of `spec` may hold.
 pub fn instance_bytes(spec: &PluginSpec) -> u64 {
-    spec.limits
-        .memory_bytes
-        .saturating_add(HOST_BYTES_PER_INSTANCE)
+    instance_bytes_of(&spec.limits)
+}
+
+/// Bytes one instance of a plugin with `limits` may hold.
+pub(crate) fn instance_bytes_of(limits: &crate::Limits) -> u64 {
+    limits.memory_bytes.saturating_add(HOST_BYTES_PER_INSTANCE)
 }
 
 /// The most memory `specs` can hold at once when at most `max_instances` instances are alive.

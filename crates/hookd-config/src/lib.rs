@@ -7,10 +7,11 @@
 //!   and `hookd serve` run the same code.
 //! - **Errors point at the source.** Every problem names the key, and the `file:line:column`
 //!   when the value came from a file.
-//! - **Every plugin fits the same ceilings.** The `[plugins]` ceilings ([`PluginCaps`]) are
-//!   applied by [`plugin::validate_plugin`], the one validation both a folder `NAME.toml` and
-//!   a `[[plugin]]` entry go through; [`PluginsConfig::fit_memory_budget`] checks a plugin
-//!   set's worst case against `memory_budget_mb` ([`budget`]).
+//! - **One plugin catalog.** [`Catalog`] is the one place that says which plugins make up the
+//!   set: the `[[plugin]]` entries and the plugin folder's `NAME.wasm` + `NAME.toml`, each
+//!   through the same validation within the `[plugins]` ceilings ([`PluginCaps`]), the set
+//!   admitted within `memory_budget_mb` ([`budget`]). A start, a reload and `hookd check` read
+//!   it; a folder that cannot be read is a refusal that keeps what serves.
 //! - **Secrets never transit argv or logs.** A secret entry is inline, `env:NAME` or
 //!   `file:PATH` (systemd credentials: `file:${CREDENTIALS_DIRECTORY}/webhook-secret`); resolved
 //!   secrets are [`hookd_core::Secret`]s, whose `Debug` is redacted. A value that fails to
@@ -20,6 +21,7 @@
 //!   directory, so a config means the same thing whoever starts the daemon.
 
 pub mod budget;
+pub mod catalog;
 mod error;
 pub mod plugin;
 mod raw;
@@ -31,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use budget::HOST_BYTES_PER_INSTANCE;
+pub use catalog::Catalog;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use plugin::{
     Capabilities, KV_MAX_KEY_BYTES, Limits, Origin, PluginCaps, PluginSpec, RetryPolicy,
@@ -114,7 +117,7 @@ pub struct PluginsConfig {
 }
 
 impl PluginsConfig {
-    /// The ceilings every plugin must fit, for [`plugin::load_sidecar_with`].
+    /// The ceilings every plugin must fit, folder manifest or `[[plugin]]` entry alike.
     pub fn caps(&self) -> PluginCaps {
         PluginCaps {
             max_instances: self.max_instances,

@@ -383,32 +383,6 @@ impl RawConfig {
         };
         let plugin_dir = dir(&mut p, "plugins.dir", &self.plugins.dir, &base);
         let caps = plugin_caps(&mut p, &self.plugins);
-        let mut declared: Vec<crate::PluginSpec> = Vec::new();
-        let source = path.map_or_else(|| std::path::PathBuf::from("config"), Path::to_owned);
-        for (i, raw) in self.plugin.iter().enumerate() {
-            match crate::plugin::validate_plugin(
-                raw,
-                text,
-                &source,
-                &format!("plugin[{i}]."),
-                None,
-                None,
-                &plugin_dir,
-                &caps,
-            ) {
-                Ok(spec) => {
-                    if declared.iter().any(|d| d.name == spec.name) {
-                        p.errors.push(ConfigError::new(
-                            Location::file(&source),
-                            format!("plugin[{i}].name"),
-                            format!("plugin `{}` is declared twice", spec.name),
-                        ));
-                    }
-                    declared.push(spec);
-                }
-                Err(mut errors) => p.errors.append(&mut errors),
-            }
-        }
         let mut plugins = PluginsConfig {
             dir: plugin_dir,
             max_instances: caps.max_instances,
@@ -424,11 +398,13 @@ impl RawConfig {
             priority: self.plugins.priority,
             declared: Vec::new(),
         };
-        // The plugins declared here are part of the config: together they must fit the
-        // memory budget, or the config does not start (folder plugins are left out instead).
-        let (declared, over) = plugins.fit_memory_budget(declared, &[], |_| None);
-        p.errors.extend(over.into_iter().map(|(_, e)| e));
-        plugins.declared = declared;
+        let source = path.map_or_else(|| PathBuf::from("config"), Path::to_owned);
+        p.errors.extend(crate::catalog::admit_declared(
+            &mut plugins,
+            &self.plugin,
+            text,
+            &source,
+        ));
         let log = LogConfig {
             format: self.log.format,
             filter: self.log.filter.get_ref().clone(),

@@ -41,7 +41,7 @@ use crate::plugins::PluginRegistry;
 
 pub use config::ingest_limits;
 pub use info::{PluginsInfo, ReloadMetrics};
-pub use rebuild::{Change, ChangeKind, Refusals, rebuild};
+pub use rebuild::{Change, ChangeKind, FolderRefusal, Rebuilt, Refusals, rebuild};
 pub use watcher::{FolderWatch, Watched, watch_sighup};
 
 use watcher::watch_folder;
@@ -76,7 +76,11 @@ impl Reloader {
             rebuild(&host, cache.as_ref(), &current, &config, &refused_before)
         })
         .await;
-        let (next, changes) = match built {
+        let Rebuilt {
+            plugins: next,
+            changes,
+            folder_refused,
+        } = match built {
             Ok(built) => built,
             Err(e) => {
                 error!(error = %e, "the plugin reload task failed; the plugins serving are unchanged");
@@ -84,6 +88,11 @@ impl Reloader {
                 return;
             }
         };
+        if let Some(refusal) = &folder_refused {
+            self.metrics.count("folder", "failed");
+            error!(error = %refusal.error, kept = refusal.kept.join(", "),
+                "plugin folder refused; the plugins read from it keep serving (restore the folder, then reload)");
+        }
         if changes.iter().any(|c| c.took.is_some() && !c.cache_hit) {
             release_compiler_memory();
         }
@@ -188,7 +197,9 @@ pub async fn run(
                 on_config_reload(ReloadPhase::Started);
                 let applied = reloader.reload_config().await;
                 let dir = &reloader.config.plugins.dir;
-                if folder.as_ref().is_none_or(|f| f.dir() != dir) {
+                // A folder removed or renamed away took its watch with it: one put back is
+                // watched anew.
+                if folder.as_ref().is_none_or(|f| f.dir() != dir || f.is_lost()) {
                     folder = watch_folder(dir, &changed);
                     // The reload read the folder before this watch began: read it once more,
                     // so nothing that landed in between is missed.

@@ -1,14 +1,17 @@
-//! Rebuilding the plugin registry: what the folder and the config describe now, reusing what
-//! is already loaded, with a refused file keeping the version that serves.
+//! Rebuilding the plugin registry: what the catalog (the folder and the config) describes now,
+//! reusing what is already loaded, with a refused file, or a folder that cannot be read,
+//! keeping the version that serves.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hookd_config::{Config, PluginSpec};
+use hookd_config::catalog::{Folder, FolderError};
+use hookd_config::{Catalog, Config, PluginSpec};
 use hookd_host::{CodeCache, LoadedPlugin, PluginHost};
+use tracing::warn;
 
-use crate::plugins::{PluginMap, discover_with};
+use crate::plugins::PluginMap;
 
 /// What happened to one plugin in a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,27 +99,69 @@ impl Change {
     }
 }
 
+/// What a rebuild produced.
+pub struct Rebuilt {
+    /// The registry to swap in.
+    pub plugins: PluginMap,
+    /// What happened to each plugin.
+    pub changes: Vec<Change>,
+    /// Set when the plugin folder could not be read: the plugins it may hold kept serving.
+    pub folder_refused: Option<FolderRefusal>,
+}
+
+/// The plugin folder could not be read (or is gone while plugins from it serve).
+#[derive(Debug, Clone)]
+pub struct FolderRefusal {
+    pub error: FolderError,
+    /// The serving plugins kept as they are because the folder could not be seen.
+    pub kept: Vec<String>,
+}
+
 /// Builds the registry `config` and the plugin folder describe now, reusing what `current`
-/// already has: unchanged plugins are kept as they are, refused ones keep their old version.
-/// Reads and compiles: call it off the async threads.
+/// already has: unchanged plugins are kept as they are, refused ones keep their old version,
+/// and a folder that cannot be read keeps every plugin it may hold. Reads and compiles: call it
+/// off the async threads.
 pub fn rebuild(
     host: &PluginHost,
     cache: Option<&CodeCache>,
     current: &PluginMap,
     config: &Config,
     refused_before: &Refusals,
-) -> (PluginMap, Vec<Change>) {
-    let (specs, problems) = discover_with(config, current);
+) -> Rebuilt {
+    let catalog = Catalog::read(&config.plugins, current.values().map(|p| &*p.spec));
+    for s in &catalog.shadowed {
+        warn!(plugin = %s.plugin, manifest = %s.manifest.display(),
+            "declared in the main config, which takes precedence; this file is ignored");
+    }
     let mut next = PluginMap::new();
     let mut changes = Vec::new();
 
-    // Problems with one plugin's manifest: keep what serves. A problem with the folder itself
-    // (unreadable) keeps every plugin it would have listed.
+    // Problems with one plugin's files: keep what serves.
     let mut refused: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for p in problems {
-        refused.entry(p.plugin).or_default().push(p.message);
+    for r in catalog.refused {
+        refused
+            .entry(r.plugin)
+            .or_default()
+            .push(r.error.to_string());
     }
-    let folder_unreadable = refused.contains_key("");
+    // A folder that cannot be read: keep every serving plugin it may hold, each refused with
+    // the folder's error (so `/plugins` shows why it did not change).
+    let folder_refused = match catalog.folder {
+        Folder::Read => None,
+        Folder::Absent => {
+            warn!(dir = %config.plugins.dir.display(), "the plugin folder does not exist; no plugins from it");
+            None
+        }
+        Folder::Refused { error, kept } => {
+            for name in &kept {
+                refused
+                    .entry(name.clone())
+                    .or_default()
+                    .push(error.to_string());
+            }
+            Some(FolderRefusal { error, kept })
+        }
+    };
     for (name, messages) in &refused {
         let old = current.get(name);
         if let Some(old) = old {
@@ -131,7 +176,7 @@ pub fn rebuild(
         ));
     }
 
-    for spec in specs {
+    for spec in catalog.specs {
         let name = spec.name.clone();
         let old = current.get(&name);
         match load_one(host, cache, old, spec, refused_before) {
@@ -159,17 +204,17 @@ pub fn rebuild(
         }
     }
 
+    // Serving, and neither in the catalog nor kept: gone from the folder or the config.
     for (name, old) in current {
-        if next.contains_key(name) || refused.contains_key(name) {
-            continue;
-        }
-        if folder_unreadable {
-            next.insert(name.clone(), old.clone());
-        } else {
+        if !next.contains_key(name) && !refused.contains_key(name) {
             changes.push(Change::new(name, ChangeKind::Removed, Some(old)));
         }
     }
-    (next, changes)
+    Rebuilt {
+        plugins: next,
+        changes,
+        folder_refused,
+    }
 }
 
 enum LoadFailure {

@@ -2,10 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use notify::EventKind;
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify_debouncer_full::{DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
@@ -17,14 +18,22 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Watches the plugin folder and wakes `changed` when a `.wasm` or `.toml` in it changes.
 pub struct FolderWatch {
     dir: PathBuf,
+    /// Set when the folder itself was removed or renamed: the watch is gone with it (or
+    /// follows it elsewhere), and a folder put back at `dir` must be watched anew.
+    lost: Arc<AtomicBool>,
     _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
 }
 
 impl FolderWatch {
     pub fn start(dir: &Path, changed: Arc<Notify>) -> anyhow::Result<FolderWatch> {
+        let lost = Arc::new(AtomicBool::new(false));
+        let (watched, lost_by_handler) = (dir.to_owned(), lost.clone());
         let handler = move |result: DebounceEventResult| match result {
             Ok(events) => {
-                if events.iter().any(is_plugin_change) {
+                if events.iter().any(|e| is_folder_gone(e, &watched)) {
+                    lost_by_handler.store(true, Ordering::Release);
+                    changed.notify_one();
+                } else if events.iter().any(is_plugin_change) {
                     changed.notify_one();
                 }
             }
@@ -39,6 +48,7 @@ impl FolderWatch {
         debouncer.watch(dir, notify::RecursiveMode::NonRecursive)?;
         Ok(FolderWatch {
             dir: dir.to_owned(),
+            lost,
             _debouncer: debouncer,
         })
     }
@@ -46,6 +56,19 @@ impl FolderWatch {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Whether the folder was removed or renamed since the watch began.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+}
+
+/// The watched folder itself removed or renamed away.
+fn is_folder_gone(event: &DebouncedEvent, dir: &Path) -> bool {
+    matches!(
+        event.kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    ) && event.paths.iter().any(|p| p == dir)
 }
 
 /// A change that can alter a plugin: not the daemon's own reads, not other files.

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use hookd_config::Config;
+use hookd_config::catalog::{Catalog, Folder};
 use hookd_engine::kv::ScratchKv;
 use hookd_host::{HostSettings, PluginHost};
 
@@ -29,15 +30,16 @@ pub fn run(args: CheckArgs) -> ExitCode {
             println!("  secrets: {}", config.secrets.len());
             println!("  store:   {}", config.store.dir.display());
             println!("  plugins: {}", config.plugins.dir.display());
-            let (specs, _) = hookd_engine::plugins::discover(&config);
-            let worst = hookd_config::budget::worst_case(&specs, config.plugins.max_instances);
+            let catalog = Catalog::read(&config.plugins, []);
+            let worst =
+                hookd_config::budget::worst_case(&catalog.specs, config.plugins.max_instances);
             println!(
                 "  memory:  worst case {} MiB of the {} MiB budget ({} instances at most)",
                 worst.bytes.div_ceil(1 << 20),
                 config.plugins.memory_budget_bytes >> 20,
                 worst.instances
             );
-            if check_plugins(&config) {
+            if check_plugins(catalog) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -47,16 +49,21 @@ pub fn run(args: CheckArgs) -> ExitCode {
     }
 }
 
-/// For `hookd check`: compiles every plugin; prints one line each. Returns whether all are ok.
-fn check_plugins(config: &Config) -> bool {
-    let (specs, problems) = hookd_engine::plugins::discover(config);
-    for p in &problems {
-        eprintln!("error: plugin `{}`: {}", p.plugin, p.message);
+/// For `hookd check`: reports the catalog's problems and compiles every plugin in it; prints
+/// one line each. Returns whether all are ok.
+fn check_plugins(catalog: Catalog) -> bool {
+    let mut problems = catalog.refused.len();
+    if let Folder::Refused { error, .. } = &catalog.folder {
+        eprintln!("error: {error}");
+        problems += 1;
     }
-    let Some(compile_failures) = check_compile(specs) else {
+    for r in &catalog.refused {
+        eprintln!("error: plugin `{}`: {}", r.plugin, r.error);
+    }
+    let Some(compile_failures) = check_compile(catalog.specs) else {
         return false;
     };
-    let failed = problems.len() + compile_failures;
+    let failed = problems + compile_failures;
     if failed > 0 {
         eprintln!(
             "{failed} plugin problem{} found",
@@ -91,9 +98,9 @@ fn check_compile(specs: Vec<hookd_config::PluginSpec>) -> Option<usize> {
         let events: Vec<String> = spec.events.iter().map(ToString::to_string).collect();
         match hookd_engine::plugins::compile(&host, spec) {
             Ok(_) => println!("  plugin {name}: ok ({})", events.join(", ")),
-            Err(p) => {
+            Err(e) => {
                 failed += 1;
-                eprintln!("error: plugin `{name}`: {}", p.message);
+                eprintln!("error: plugin `{name}`: {e}");
             }
         }
     }

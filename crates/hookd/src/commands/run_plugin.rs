@@ -21,19 +21,7 @@ pub fn run(args: RunPluginArgs) -> ExitCode {
 
 /// Returns whether the outcome was `ok`.
 fn run_plugin_inner(args: &RunPluginArgs) -> anyhow::Result<bool> {
-    let manifest = args
-        .plugin_config
-        .clone()
-        .or_else(|| Some(args.wasm.with_extension("toml")).filter(|p| p.exists()));
-    let spec = match &manifest {
-        Some(path) => hookd_config::plugin::load_sidecar(path, &args.wasm).map_err(|errors| {
-            anyhow::anyhow!(
-                "{errors}\nthe plugin manifest `{}` is not valid",
-                path.display()
-            )
-        })?,
-        None => hookd_engine::plugins::ad_hoc_spec(&args.wasm),
-    };
+    let spec = hookd_config::catalog::standalone(&args.wasm, args.plugin_config.as_deref())?;
     let body = std::fs::read(&args.event)
         .with_context(|| format!("cannot read the event `{}`", args.event.display()))?;
     let envelope = Envelope::parse(&body, Limits::default())
@@ -50,8 +38,7 @@ fn run_plugin_inner(args: &RunPluginArgs) -> anyhow::Result<bool> {
             },
             Arc::new(ScratchKv::default()),
         )?;
-        let plugin =
-            hookd_engine::plugins::compile(&host, spec).map_err(|p| anyhow::anyhow!(p.message))?;
+        let plugin = hookd_engine::plugins::compile(&host, spec)?;
         let event = DeliveryEvent {
             id: envelope.id.clone(),
             event_type: envelope.event_type.to_string(),
