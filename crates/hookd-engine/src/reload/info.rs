@@ -36,7 +36,7 @@ impl ReloadMetrics {
         };
         registry.sub_registry_with_prefix("hookd").register(
             "reloads",
-            "Reloads of plugins (added, updated, manifest, removed, failed) and of the main \
+            "Reloads of plugins (added, updated, manifest, removed, failed), of the plugin folder (failed) and of the main \
              config (ok, failed)",
             m.reloads.clone(),
         );
