@@ -17,12 +17,16 @@
 //!   figure in BENCHMARKS.md.
 //! - `cargo xtask reliability [--loops N]`: 200 kill -9 loops against the release build, then
 //!   the negative control (a build that acknowledges before committing must be caught).
+//!
+//! Every task that builds `plugins/` first adds the `wasm32-wasip2` target to the toolchain
+//! when it lacks it ([`toolchain`]).
 
 mod bench;
 mod bench_outgoing;
 mod dist;
 mod plugins;
 mod reliability;
+mod toolchain;
 
 use std::process::ExitCode;
 

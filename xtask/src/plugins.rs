@@ -24,6 +24,7 @@ pub fn cargo() -> Command {
 pub fn build() -> anyhow::Result<PathBuf> {
     let root = root()?;
     let plugins = root.join("plugins");
+    crate::toolchain::ensure_wasm_target(&root)?;
     let status = cargo()
         .current_dir(&plugins)
         .args(["build", "--release", "--target", "wasm32-wasip2"])

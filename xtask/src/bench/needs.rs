@@ -151,6 +151,7 @@ pub(crate) fn provide(
             }
         }
         Need::Plugin { package, file } => {
+            crate::toolchain::ensure_wasm_target(&paths.root).map_err(|e| format!("{e:#}"))?;
             eprintln!(
                 "bench: cargo build --release --target wasm32-wasip2 -p {package} (plugins/)"
             );
