@@ -36,8 +36,8 @@ impl ReloadMetrics {
         };
         registry.sub_registry_with_prefix("hookd").register(
             "reloads",
-            "Reloads of plugins (added, updated, manifest, removed, failed), of the plugin folder (failed) and of the main \
-             config (ok, failed)",
+            "Reloads of plugins (added, updated, manifest, removed, failed), of the plugin \
+             folder (failed) and of the main config (ok, failed)",
             m.reloads.clone(),
         );
         m
