@@ -2,6 +2,7 @@
 //! `NAME.wasm` with its sample `NAME.toml` into `target/plugins/`, ready to copy into a
 //! plugin folder. `cargo xtask run` does that, then starts the daemon on `config/hookd.toml`.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -56,25 +57,33 @@ pub fn build() -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
+/// `cargo xtask run`: the example plugins, then `hookd serve` on the development config from
+/// a release build, whose binary the README's next steps (`send`, `dlq`) use rather than
+/// starting a debug build of their own.
 pub fn run() -> anyhow::Result<()> {
     build()?;
     let root = root()?;
     let status = cargo()
         .current_dir(&root)
-        .args([
-            "run",
-            "--release",
-            "-p",
-            "hookd",
-            "--",
-            "serve",
-            "--config",
-            "config/hookd.toml",
-        ])
+        .args(["build", "--release", "-p", "hookd"])
         .status()
         .context("cannot run cargo")?;
     if !status.success() {
-        bail!("hookd exited with {status}");
+        bail!("building hookd failed");
     }
-    Ok(())
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let hookd = target.join("release/hookd");
+    // Printed once the build is done, so it is not lost in cargo's progress; relative to the
+    // workspace when it is inside, as the README writes it.
+    let shown = hookd.strip_prefix(&root).unwrap_or(&hookd).display();
+    eprintln!("xtask: {shown} serve --config config/hookd.toml");
+    eprintln!("xtask: from another terminal: {shown} send ... (see README.md)");
+    // hookd takes this process's place: the shell waits for its graceful stop on Ctrl-C, and
+    // its exit status is this command's.
+    let error = Command::new(&hookd)
+        .current_dir(&root)
+        .args(["serve", "--config", "config/hookd.toml"])
+        .exec();
+    Err(error).with_context(|| format!("cannot start {}", hookd.display()))
 }
