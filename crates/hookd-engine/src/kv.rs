@@ -8,9 +8,6 @@
 //! plugin's own deadline. How much a plugin may keep is its quota (`kv_max_keys` x
 //! (1 KiB key + `kv_max_value_bytes`), bounded by `[plugins] max_kv_mb`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use std::sync::Arc;
 
 use hookd_host::{KvError, KvStore};
@@ -126,69 +123,6 @@ impl KvStore for BackendKv {
             KvWriteResult::QuotaExceeded => Err(quota(max_keys)),
             KvWriteResult::Stored => Err(storage("increment stored no counter")),
         }
-    }
-}
-
-/// A throwaway in-memory store for `hookd run-plugin`: the plugin sees a working key-value
-/// store for the one run, and nothing is written anywhere.
-#[derive(Default)]
-pub struct ScratchKv(Mutex<HashMap<(String, String), Vec<u8>>>);
-
-impl ScratchKv {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<u8>>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl KvStore for ScratchKv {
-    async fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        Ok(self
-            .map()
-            .get(&(plugin.to_owned(), key.to_owned()))
-            .cloned())
-    }
-
-    async fn set(
-        &self,
-        plugin: &str,
-        key: &str,
-        value: Vec<u8>,
-        max_keys: u64,
-    ) -> Result<(), KvError> {
-        let mut map = self.map();
-        let k = (plugin.to_owned(), key.to_owned());
-        if !map.contains_key(&k)
-            && map.keys().filter(|(p, _)| p == plugin).count() as u64 >= max_keys
-        {
-            return Err(quota(max_keys));
-        }
-        map.insert(k, value);
-        Ok(())
-    }
-
-    async fn delete(&self, plugin: &str, key: &str) -> Result<(), KvError> {
-        self.map().remove(&(plugin.to_owned(), key.to_owned()));
-        Ok(())
-    }
-
-    async fn increment(
-        &self,
-        plugin: &str,
-        key: &str,
-        delta: i64,
-        max_keys: u64,
-    ) -> Result<i64, KvError> {
-        let current = match self.get(plugin, key).await? {
-            Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice()).map_or(0, i64::from_le_bytes),
-            None => 0,
-        };
-        let next = current.wrapping_add(delta);
-        self.set(plugin, key, next.to_le_bytes().to_vec(), max_keys)
-            .await?;
-        Ok(next)
     }
 }
 

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use hookd_config::Config;
-use hookd_engine::kv::ScratchKv;
 use hookd_engine::plugins::PluginMap;
 use hookd_engine::reload::{ChangeKind, Rebuilt, Refusals, rebuild};
 use hookd_host::{HostSettings, PluginHost};
@@ -27,7 +26,7 @@ impl Folder {
                 pooling: false,
                 ..HostSettings::default()
             },
-            Arc::new(ScratchKv::default()),
+            Arc::new(hookd_host::MemoryKv::default()),
         )
         .expect("a plugin host");
         Self {

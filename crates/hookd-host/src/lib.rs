@@ -23,12 +23,14 @@
 
 mod cache;
 mod http_policy;
+mod memory_kv;
 mod outgoing;
 mod output;
 mod plugin;
 mod state;
 
 pub use cache::{CacheError, CodeCache};
+pub use memory_kv::MemoryKv;
 pub use outgoing::OutgoingStats;
 pub use plugin::{
     Delivery, DeliveryEvent, FailureKind, HOST_BYTES_PER_INSTANCE, HostSettings, LoadError,

@@ -1,14 +1,14 @@
 //! Real components built from `plugins/`, run in the real host: each fixture's outcome.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hookd_config::{Capabilities, Limits, Origin, PluginSpec, RetryPolicy};
 use hookd_host::{
-    DeliveryEvent, FailureKind, HostSettings, KvError, KvStore, LoadError, LoadedPlugin, NoKv,
-    Outcome, PluginHost,
+    DeliveryEvent, FailureKind, HostSettings, KvStore, LoadError, LoadedPlugin, NoKv, Outcome,
+    PluginHost,
 };
 use hookd_test_plugins as wasm;
 
@@ -152,45 +152,9 @@ async fn the_logger_logs_the_event() {
     );
 }
 
-/// An in-memory stand-in for the daemon's store, behind the host's storage seam.
-#[derive(Default)]
-struct MemoryKv(Mutex<HashMap<(String, String), Vec<u8>>>);
-
-#[async_trait::async_trait]
-impl KvStore for MemoryKv {
-    async fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        Ok(self
-            .0
-            .lock()
-            .unwrap()
-            .get(&(plugin.into(), key.into()))
-            .cloned())
-    }
-    async fn set(&self, plugin: &str, key: &str, value: Vec<u8>, _: u64) -> Result<(), KvError> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert((plugin.into(), key.into()), value);
-        Ok(())
-    }
-    async fn delete(&self, plugin: &str, key: &str) -> Result<(), KvError> {
-        self.0.lock().unwrap().remove(&(plugin.into(), key.into()));
-        Ok(())
-    }
-    async fn increment(&self, plugin: &str, key: &str, delta: i64, _: u64) -> Result<i64, KvError> {
-        let mut map = self.0.lock().unwrap();
-        let slot = map
-            .entry((plugin.into(), key.into()))
-            .or_insert_with(|| 0i64.to_le_bytes().to_vec());
-        let value = i64::from_le_bytes(slot.as_slice().try_into().unwrap()) + delta;
-        *slot = value.to_le_bytes().to_vec();
-        Ok(value)
-    }
-}
-
 #[tokio::test]
 async fn the_counter_needs_the_kv_capability() {
-    let kv = Arc::new(MemoryKv::default());
+    let kv = Arc::new(hookd_host::MemoryKv::default());
     let host = host_with(kv.clone());
     let denied = load(&host, spec("counter", wasm::COUNTER));
     assert!(matches!(
@@ -204,11 +168,7 @@ async fn the_counter_needs_the_kv_capability() {
     for _ in 0..3 {
         assert_eq!(host.deliver(&counter, &event(1)).await.outcome, Outcome::Ok);
     }
-    let stored =
-        kv.0.lock()
-            .unwrap()
-            .get(&("counter".into(), "count:message.created".into()))
-            .cloned();
+    let stored = kv.value("counter", "count:message.created");
     assert_eq!(stored, Some(3i64.to_le_bytes().to_vec()));
 }
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use hookd_config::Config;
 use hookd_config::catalog::{Catalog, Folder};
-use hookd_engine::kv::ScratchKv;
 use hookd_host::{HostSettings, PluginHost};
 
 use crate::cli::CheckArgs;
@@ -84,7 +83,7 @@ fn check_compile(specs: Vec<hookd_config::PluginSpec>) -> Option<usize> {
             pooling: false,
             ..HostSettings::default()
         },
-        Arc::new(ScratchKv::default()),
+        Arc::new(hookd_host::MemoryKv::default()),
     ) {
         Ok(h) => h,
         Err(e) => {

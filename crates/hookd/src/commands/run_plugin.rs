@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use hookd_core::{Envelope, Limits};
-use hookd_engine::kv::ScratchKv;
 use hookd_host::{DeliveryEvent, HostSettings, Outcome, PluginHost};
 
 use crate::cli::RunPluginArgs;
@@ -36,7 +35,7 @@ fn run_plugin_inner(args: &RunPluginArgs) -> anyhow::Result<bool> {
                 pooling: false,
                 ..HostSettings::default()
             },
-            Arc::new(ScratchKv::default()),
+            Arc::new(hookd_host::MemoryKv::default()),
         )?;
         let plugin = hookd_engine::plugins::compile(&host, spec)?;
         let event = DeliveryEvent {
