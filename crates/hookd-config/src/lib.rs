@@ -20,6 +20,8 @@
 //! - **Relative paths are relative to the config file's folder**, not to the working
 //!   directory, so a config means the same thing whoever starts the daemon.
 
+#![forbid(unsafe_code)]
+
 pub mod budget;
 pub mod catalog;
 mod error;
