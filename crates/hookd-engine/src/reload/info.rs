@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use hookd_admin as admin;
 use hookd_server::AdminInfo;
-use hookd_storage::{DeliveryQueue, now_ms};
+use hookd_storage::{DeliveryQueue, now_ms, unix_ms};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -113,9 +113,10 @@ impl PluginsInfo {
     }
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// `t` as the admin API writes times: Unix milliseconds, unsigned (the storage clock's
+/// `i64`, 0 before 1970).
+fn admin_ms(t: SystemTime) -> u64 {
+    u64::try_from(unix_ms(t)).unwrap_or(0)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -139,7 +140,7 @@ impl AdminInfo for PluginsInfo {
                 name: name.clone(),
                 loaded: admin::LoadedFlag,
                 content_hash: p.content_hash.clone(),
-                loaded_at_ms: unix_ms(p.loaded_at),
+                loaded_at_ms: admin_ms(p.loaded_at),
                 load_ms: p.load_stats.took.as_secs_f64() * 1000.0,
                 cache_hit: p.load_stats.cache_hit,
                 // Lossy rather than an error: a path that is not UTF-8 still names the file.
@@ -165,7 +166,7 @@ impl AdminInfo for PluginsInfo {
                     .collect(),
                 kv: spec.capabilities.kv,
                 last_error: error.map(|e| e.message.clone()),
-                last_error_at_ms: error.map(|e| unix_ms(e.at)),
+                last_error_at_ms: error.map(|e| admin_ms(e.at)),
             }));
         }
         for (name, error) in errors.iter().filter(|(n, _)| !loaded.contains_key(*n)) {
@@ -173,7 +174,7 @@ impl AdminInfo for PluginsInfo {
                 name: name.clone(),
                 loaded: admin::LoadedFlag,
                 last_error: error.message.clone(),
-                last_error_at_ms: unix_ms(error.at),
+                last_error_at_ms: admin_ms(error.at),
             }));
         }
         out

@@ -28,6 +28,16 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// The async runtime of a command that is a client of the daemon (`send`, `status`): one
+/// thread, as such a command does one request at a time and should not start a worker per
+/// core to do it.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// Prints every problem (one per line) and returns the config-error exit code.
 pub fn report_config_errors(errors: &hookd_config::ConfigErrors) -> ExitCode {
     eprintln!("{errors}");

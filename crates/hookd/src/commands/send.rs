@@ -11,18 +11,12 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng as _;
 
 use crate::cli::SendArgs;
-use crate::commands::read_input;
+use crate::commands::{fail, read_input, runtime};
 
 pub fn run(args: SendArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(e),
     };
     match runtime.block_on(send(args)) {
         Ok(true) => ExitCode::SUCCESS,

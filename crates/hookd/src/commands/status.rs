@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -12,14 +11,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::cli::StatusArgs;
+use crate::commands::runtime;
 
 pub fn run(args: StatusArgs) -> ExitCode {
-    let result = admin_address(&args).and_then(|addr| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(fetch(addr))
-    });
+    let result = admin_address(&args).and_then(|addr| runtime()?.block_on(fetch(addr)));
     match result {
         Ok(status) => {
             if args.json {
@@ -31,7 +26,9 @@ pub fn run(args: StatusArgs) -> ExitCode {
                     }
                 }
             } else {
-                print!("{}", render(&status, now_ms()));
+                // The admin API's times are unsigned; a clock before 1970 reads as 0.
+                let now_ms = u64::try_from(hookd_storage::now_ms()).unwrap_or(0);
+                print!("{}", render(&status, now_ms));
             }
             if status.ready {
                 ExitCode::SUCCESS
@@ -96,12 +93,6 @@ async fn fetch(addr: SocketAddr) -> anyhow::Result<Status> {
             env!("CARGO_PKG_VERSION")
         )
     })
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn ago(now_ms: u64, at_ms: u64) -> String {
