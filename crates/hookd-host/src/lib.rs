@@ -22,6 +22,7 @@
 //!   namespaced per plugin.
 
 mod cache;
+mod escape;
 mod http_policy;
 mod memory_kv;
 mod outgoing;
@@ -30,14 +31,15 @@ mod plugin;
 mod state;
 
 pub use cache::{CacheError, CodeCache};
+pub use escape::{MAX_REASON_BYTES, escape_controls};
 pub use memory_kv::MemoryKv;
 pub use outgoing::OutgoingStats;
 pub use plugin::{
     Delivery, DeliveryEvent, FailureKind, HOST_BYTES_PER_INSTANCE, HostSettings, LoadError,
-    LoadStats, LoadedPlugin, LogLine, MAX_FIELDS_BYTES, MAX_HOST_RESOURCES, MAX_REASON_BYTES,
-    Outcome, PluginHost, content_hash, escape_controls, plugin_text,
+    LoadStats, LoadedPlugin, MAX_FIELDS_BYTES, MAX_HOST_RESOURCES, Outcome, PluginHost,
+    content_hash,
 };
-pub use state::{KvError, KvStore, NoKv};
+pub use state::{KvError, KvStore, LogLine, NoKv};
 
 /// The WIT world, as Rust bindings.
 pub mod bindings {

@@ -18,9 +18,10 @@ use wasmtime_wasi_http::WasiHttpCtx;
 use crate::bindings::hookd::plugin::types;
 use crate::bindings::{Plugin, PluginPre};
 use crate::cache::CodeCache;
+use crate::escape::plugin_text;
 use crate::http_policy::HttpPolicy;
 use crate::output::CappedOutput;
-use crate::state::{HostState, KvStore, LogCollector, MemoryLimiter};
+use crate::state::{HostState, KvStore, LogCollector, LogLine, MemoryLimiter};
 
 /// How often the epoch ticks; deadlines are rounded up to it.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -37,8 +38,6 @@ pub const MAX_HOST_RESOURCES: usize = 1024;
 /// Most bytes one wasi:http `fields` resource may hold (wasmtime's default: 128 KiB). With
 /// [`MAX_HOST_RESOURCES`], this bounds the header data a delivery can make the host hold.
 pub const MAX_FIELDS_BYTES: usize = 16 * 1024;
-/// Longest `retry` / `give-up` reason kept; the rest is cut.
-pub const MAX_REASON_BYTES: usize = 2 * 1024;
 /// What one running instance may make the host hold beyond its linear memories, at most:
 /// header fields (resources x bytes per fields), captured output and log text, the outgoing
 /// request and response buffers. Counted per instance by the memory budget (`hookd check`).
@@ -174,13 +173,6 @@ impl Outcome {
             Outcome::Failed(kind, _) => kind.as_str(),
         }
     }
-}
-
-/// One line a plugin logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    pub level: &'static str,
-    pub message: String,
 }
 
 /// A finished attempt.
@@ -545,31 +537,6 @@ fn classify(e: &wasmtime::Error, memory_limit_hit: bool, spec: &PluginSpec) -> O
             Outcome::Failed(kind, first_line(&text))
         }
     }
-}
-
-/// A string a plugin chose (a retry or give-up reason), made safe to store and print: cut to
-/// [`MAX_REASON_BYTES`] and with control characters (terminal escape sequences among them)
-/// written as escapes.
-pub fn plugin_text(text: &str) -> String {
-    escape_controls(text, MAX_REASON_BYTES)
-}
-
-/// `text` with control characters written as escapes (`\u{1b}`), cut after about
-/// `max_bytes`: safe to print on a terminal whatever a plugin put in it.
-pub fn escape_controls(text: &str, max_bytes: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max_bytes));
-    for c in text.chars() {
-        if out.len() >= max_bytes {
-            out.push_str(" [cut]");
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn first_line(text: &str) -> String {

@@ -10,8 +10,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::hookd::plugin::{config, kv, log, types};
+use crate::escape::escape_controls;
 use crate::http_policy::HttpPolicy;
-use crate::plugin::LogLine;
 
 /// Longest key a plugin may use in its key-value store: the size the kv quota's disk bound
 /// counts per key (`kv_max_keys` x (key + value) within `[plugins] max_kv_mb`).
@@ -162,6 +162,13 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
+/// One line a plugin logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: &'static str,
+    pub message: String,
+}
+
 /// Log lines of one delivery, capped.
 #[derive(Default)]
 pub(crate) struct LogCollector {
@@ -208,7 +215,7 @@ impl HostState {
             return;
         }
         // Escaped: the lines reach terminals (`hookd run-plugin`, a human-format log).
-        let escaped = crate::plugin::escape_controls(message, MAX_LOG_MESSAGE_BYTES);
+        let escaped = escape_controls(message, MAX_LOG_MESSAGE_BYTES);
         let text = escaped.as_str();
         // Each line costs its text plus its bookkeeping, so a flood of empty lines is capped too.
         self.logs.bytes += text.len() + std::mem::size_of::<LogLine>();
