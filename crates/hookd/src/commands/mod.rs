@@ -28,14 +28,26 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-/// The async runtime of a command that is a client of the daemon (`send`, `status`): one
-/// thread, as such a command does one request at a time and should not start a worker per
-/// core to do it.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+/// Where a command's async tasks run.
+pub enum Threads {
+    /// On the calling thread: a client of the daemon (`send`, `status`) does one request at a
+    /// time and needs no worker per core.
+    One,
+    /// On a worker per core, as plugins run in the daemon: `run-plugin`, whose host spawns
+    /// tasks (a plugin's outgoing connections) beside the plugin that runs.
+    PerCore,
+}
+
+/// The async runtime of a command, built in one place so every command gets the same
+/// drivers (I/O and time).
+pub fn runtime(threads: Threads) -> anyhow::Result<tokio::runtime::Runtime> {
+    match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+        Threads::PerCore => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
+    .context("cannot start the async runtime")
 }
 
 /// Prints every problem (one per line) and returns the config-error exit code.

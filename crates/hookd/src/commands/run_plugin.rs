@@ -9,6 +9,7 @@ use hookd_host::{DeliveryEvent, HostSettings, Outcome, PluginHost};
 
 use crate::cli::RunPluginArgs;
 use crate::commands::fail;
+use crate::commands::{Threads, runtime};
 
 pub fn run(args: RunPluginArgs) -> ExitCode {
     match run_plugin_inner(&args) {
@@ -26,9 +27,7 @@ fn run_plugin_inner(args: &RunPluginArgs) -> anyhow::Result<bool> {
     let envelope = Envelope::parse(&body, Limits::default())
         .with_context(|| format!("`{}` is not a webhook event", args.event.display()))?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = runtime(Threads::PerCore)?;
     runtime.block_on(async {
         let host = PluginHost::new(
             HostSettings {

@@ -11,10 +11,10 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng as _;
 
 use crate::cli::SendArgs;
-use crate::commands::{fail, read_input, runtime};
+use crate::commands::{Threads, fail, read_input, runtime};
 
 pub fn run(args: SendArgs) -> ExitCode {
-    let runtime = match runtime() {
+    let runtime = match runtime(Threads::One) {
         Ok(rt) => rt,
         Err(e) => return fail(e),
     };

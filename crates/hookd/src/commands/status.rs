@@ -11,10 +11,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::cli::StatusArgs;
-use crate::commands::runtime;
+use crate::commands::{Threads, runtime};
 
 pub fn run(args: StatusArgs) -> ExitCode {
-    let result = admin_address(&args).and_then(|addr| runtime()?.block_on(fetch(addr)));
+    let result = admin_address(&args).and_then(|addr| runtime(Threads::One)?.block_on(fetch(addr)));
     match result {
         Ok(status) => {
             if args.json {
