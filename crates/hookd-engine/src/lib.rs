@@ -1,15 +1,19 @@
 //! hookd's engine: everything between the listeners and the plugins. It owns the plugin
-//! catalog ([`plugins`]), hot reload ([`reload`]), the dispatcher ([`dispatch`]) and the
-//! plugins' threads ([`isolation`]), the plugins' key-value store ([`kv`]), the service
-//! manager's protocol ([`notify`]) and logging ([`logging`]); [`Daemon`] starts them all
+//! catalog ([`plugins`]), hot reload ([`reload`]), the dispatcher (`dispatch`) and the
+//! plugins' threads ([`isolation`]), the plugins' key-value store (`kv`), the service
+//! manager's protocol (`notify`) and logging ([`logging`]); [`Daemon`] starts them all
 //! together. The `hookd` binary is its command line.
+//!
+//! Public are the modules something outside uses: the daemon, the plugin catalog and reload
+//! (the `hookd` commands, the in-process tests), the plugins' runtime and logging; the
+//! dispatcher, the kv and notify are wired up by [`Daemon`] alone.
 
 pub mod daemon;
-pub mod dispatch;
+mod dispatch;
 pub mod isolation;
-pub mod kv;
+mod kv;
 pub mod logging;
-pub mod notify;
+mod notify;
 pub mod plugins;
 pub mod reload;
 

@@ -18,7 +18,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// The environment variable that overrides `[log] filter`.
-pub const FILTER_ENV: &str = "HOOKD_LOG";
+const FILTER_ENV: &str = "HOOKD_LOG";
 
 /// Changes the log filter of the running daemon.
 pub struct LogFilter {

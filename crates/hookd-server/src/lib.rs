@@ -9,7 +9,7 @@
 //!   the signature is checked over those exact bytes; only a verified body is parsed, stored or
 //!   logged (an unverified one is logged by size and peer address only).
 //! - **Our own accept loop.** warp's `serve` builds hyper without a timer, which silently
-//!   disables hyper's header-read timeout. [`listener::serve`] drives hyper's HTTP/1 connection
+//!   disables hyper's header-read timeout. [`serve`] drives hyper's HTTP/1 connection
 //!   builder directly, with a [`hyper_util::rt::TokioTimer`], a header-read timeout, a cap on
 //!   concurrent connections and a share of them per client address, and graceful shutdown.
 //!   The routes are still warp filters.
@@ -17,7 +17,7 @@
 //!   bytes in flight (all clients, and per client), hyper's read buffer per connection; a
 //!   limit reached is a reset connection or a 503 with `Retry-After`, never an allocation
 //!   sized by what the client declared.
-//! - **Rejections are counted exactly and logged in aggregate** ([`rejections`]): a flood
+//! - **Rejections are counted exactly and logged in aggregate** (`rejections`): a flood
 //!   costs a counter increment per request, and one log line per reason per second.
 //! - **Subscriptions are a seam.** The server asks a [`Subscriptions`] which plugins want an
 //!   event, so their deliveries are created in the same transaction as the event; the plugin
@@ -25,11 +25,11 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod ingest;
-pub mod listener;
-pub mod metrics;
-pub mod rejections;
+mod admin;
+mod ingest;
+mod listener;
+mod metrics;
+mod rejections;
 
 use std::sync::Arc;
 
@@ -37,8 +37,9 @@ use hookd_core::EventType;
 use hookd_storage::NewEvent;
 
 pub use admin::{AdminInfo, AdminState, admin_routes};
+// InflightBodies is the type of a public field of IngestState, so it stays nameable.
 pub use ingest::{InflightBodies, IngestLimits, IngestState, ingest_routes};
-pub use listener::{Client, ClientShare, ListenerSettings, PeerAddr, serve};
+pub use listener::{ListenerSettings, serve};
 pub use metrics::IngestMetrics;
 
 /// Which plugins want an event. Asked once per accepted event, on the request path: keep it
@@ -50,14 +51,4 @@ pub trait Subscriptions: Send + Sync + 'static {
     /// Called once a new event with subscribers is committed (its deliveries too), as a hint
     /// to start them now rather than at the next poll of the queue. Must not block.
     fn stored(&self, _seq: i64, _event: &NewEvent) {}
-}
-
-/// No plugin subscribes to anything: events are stored and acknowledged, nothing is delivered.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoSubscriptions;
-
-impl Subscriptions for NoSubscriptions {
-    fn subscribers(&self, _: &EventType) -> Vec<Arc<str>> {
-        Vec::new()
-    }
 }
