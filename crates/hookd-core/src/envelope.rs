@@ -28,9 +28,9 @@ impl Default for Limits {
 }
 
 /// Longest event id accepted, in bytes.
-pub const MAX_ID_BYTES: usize = 256;
+const MAX_ID_BYTES: usize = 256;
 /// Longest event type accepted, in bytes.
-pub const MAX_TYPE_BYTES: usize = 128;
+const MAX_TYPE_BYTES: usize = 128;
 
 /// Why a body is not an envelope. Messages are safe to return to the (authenticated) sender.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,22 +122,6 @@ impl Envelope {
         Ok(Self {
             id,
             event_type: EventType::parse(&event_type),
-            payload,
-        })
-    }
-
-    /// Builds an envelope from parts already validated elsewhere (e.g. read back from the
-    /// store). The payload must be valid JSON text.
-    pub fn from_parts(
-        id: String,
-        event_type: EventType,
-        payload_json: String,
-    ) -> Result<Self, EnvelopeError> {
-        let payload =
-            RawValue::from_string(payload_json).map_err(|e| EnvelopeError::Json(e.to_string()))?;
-        Ok(Self {
-            id,
-            event_type,
             payload,
         })
     }

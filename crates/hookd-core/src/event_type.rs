@@ -24,7 +24,7 @@ pub enum Action {
 }
 
 impl Resource {
-    pub const ALL: [Resource; 5] = [
+    const ALL: [Resource; 5] = [
         Resource::Contact,
         Resource::Conversation,
         Resource::Message,
@@ -48,7 +48,7 @@ impl Resource {
 }
 
 impl Action {
-    pub const ALL: [Action; 3] = [Action::Created, Action::Updated, Action::Deleted];
+    const ALL: [Action; 3] = [Action::Created, Action::Updated, Action::Deleted];
 
     pub fn as_str(self) -> &'static str {
         match self {

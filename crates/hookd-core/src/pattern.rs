@@ -49,17 +49,11 @@ impl EventPattern {
         &self.text
     }
 
-    /// True when this pattern names only types this version knows nothing about; worth a
-    /// warning because it is usually a typo (`mesage.created`).
-    pub fn matches_no_known_type(&self) -> bool {
-        !EventType::known().any(|t| self.matches(&t))
-    }
-
     pub fn matches(&self, event_type: &EventType) -> bool {
         self.matches_str(event_type.as_str())
     }
 
-    pub fn matches_str(&self, event_type: &str) -> bool {
+    fn matches_str(&self, event_type: &str) -> bool {
         if &*self.text == "*" {
             return true;
         }
@@ -139,19 +133,5 @@ mod tests {
         ] {
             assert!(EventPattern::parse(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn typos_are_detectable() {
-        assert!(
-            EventPattern::parse("mesage.created")
-                .unwrap()
-                .matches_no_known_type()
-        );
-        assert!(
-            !EventPattern::parse("*.created")
-                .unwrap()
-                .matches_no_known_type()
-        );
     }
 }

@@ -15,7 +15,7 @@ type HmacSha256 = Hmac<Sha256>;
 pub const SIGNATURE_HEADER: &str = "x-protocol-signature";
 
 /// Shortest secret we accept. HMAC takes any key, but a short one is a guessable one.
-pub const MIN_SECRET_BYTES: usize = 16;
+const MIN_SECRET_BYTES: usize = 16;
 
 /// Length of a SHA-256 digest in bytes.
 const DIGEST_BYTES: usize = 32;
@@ -109,11 +109,6 @@ impl Verifier {
             return Err(NoSecrets);
         }
         Ok(Self { keys })
-    }
-
-    /// Number of secrets this verifier accepts.
-    pub fn secret_count(&self) -> usize {
-        self.keys.len()
     }
 
     /// Checks `header` (the raw `x-protocol-signature` value, if any) against `body`.
