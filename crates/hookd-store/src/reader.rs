@@ -87,7 +87,7 @@ impl StoreReader {
     }
 
     /// Pending and dead deliveries per plugin, by plugin name.
-    pub fn open_deliveries_by_plugin(&self) -> Result<Vec<PluginDeliveries>, StoreError> {
+    pub(crate) fn open_deliveries_by_plugin(&self) -> Result<Vec<PluginDeliveries>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT plugin, sum(state = 'pending'), sum(state = 'dead'),
                     min(CASE WHEN state = 'pending' THEN next_attempt_at_ms END)

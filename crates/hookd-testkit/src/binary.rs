@@ -35,13 +35,6 @@ pub fn hookd_binary() -> PathBuf {
     build(&[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The `hookd` binary with `features` of the `hookd` package on (for example
-/// `fault-injection`). It is the same file as [`hookd_binary`]'s: a run with other features
-/// rebuilds it (and the next plain run rebuilds it back), so do not run both kinds at once.
-pub fn hookd_binary_with(features: &[&str]) -> PathBuf {
-    build(features).unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// The features the crate itself was asked for (`fault-injection`), added to every build so a
 /// suite compiled with them runs a daemon compiled with them.
 fn implied_features() -> &'static [&'static str] {

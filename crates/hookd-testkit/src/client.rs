@@ -61,14 +61,4 @@ impl Daemon {
             .and_then(|r| r.text())
             .unwrap_or_else(|e| panic!("/metrics not answered: {e}"))
     }
-
-    /// The JSON of `/status`.
-    #[track_caller]
-    pub fn status_json(&self) -> serde_json::Value {
-        client()
-            .get(self.admin_url("/status"))
-            .send()
-            .and_then(|r| r.json())
-            .unwrap_or_else(|e| panic!("/status not answered: {e}"))
-    }
 }

@@ -109,7 +109,7 @@ impl Daemon {
     }
 
     /// [`Daemon::launch`] with `on_line` called for each log line as it is read.
-    pub fn launch_watching(
+    fn launch_watching(
         launch: &Launch,
         on_line: impl Fn(&str) + Send + 'static,
     ) -> Result<(Daemon, Duration), DaemonError> {
@@ -352,7 +352,7 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// Waits for `child` to exit; kills it after `timeout`.
-pub fn wait_exit(child: &mut Child, timeout: Duration) -> Result<ExitStatus, DaemonError> {
+fn wait_exit(child: &mut Child, timeout: Duration) -> Result<ExitStatus, DaemonError> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().map_err(DaemonError::Wait)? {
@@ -367,7 +367,7 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Result<ExitStatus, Dae
     }
 }
 
-/// [`wait_exit`] for tests.
+/// Waits for `child` to exit.
 ///
 /// # Panics
 /// When `child` has not exited within `timeout` (it is killed first).

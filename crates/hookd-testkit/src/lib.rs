@@ -28,10 +28,10 @@ pub mod fake_api;
 #[cfg(feature = "store")]
 mod store;
 
-pub use binary::{BinaryError, hookd_binary, hookd_binary_with};
-pub use daemon::{Daemon, DaemonError, Launch, proc_status_kib, wait_exit, wait_with_timeout};
+pub use binary::{BinaryError, hookd_binary};
+pub use daemon::{Daemon, DaemonError, Launch, proc_status_kib, wait_with_timeout};
 pub use env::{Env, SECRET, install_plugin};
-pub use wait::{POLL, poll_until, wait_for, wait_until};
+pub use wait::{poll_until, wait_for, wait_until};
 
 #[cfg(feature = "client")]
 pub use client::{client, event, secret, sign};

@@ -198,7 +198,7 @@ impl Supervised {
 
 /// The `IP:PORT` right after `marker` in `line`, e.g. in `ingest listening on 127.0.0.1:8080`
 /// or in a JSON log line `…"listening on 127.0.0.1:8080"…`.
-pub fn address_after(line: &str, marker: &str) -> Option<String> {
+fn address_after(line: &str, marker: &str) -> Option<String> {
     let rest = &line[line.find(marker)? + marker.len()..];
     let end = rest
         .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))

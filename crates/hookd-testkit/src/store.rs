@@ -64,7 +64,7 @@ impl StoreView {
     }
 
     /// One value of `plugin`'s key-value store.
-    pub fn kv_value(&self, plugin: &str, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    fn kv_value(&self, plugin: &str, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
         match self.0.query_row(
             "SELECT value FROM kv WHERE plugin = ?1 AND key = ?2",
             [plugin, key],

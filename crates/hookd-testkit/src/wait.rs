@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 /// How often a condition is polled.
-pub const POLL: Duration = Duration::from_millis(25);
+pub(crate) const POLL: Duration = Duration::from_millis(25);
 
-/// Waits until `done` holds, polling every [`POLL`].
+/// Waits until `done` holds, polling every `POLL` (25 ms).
 ///
 /// # Panics
 /// With `what` when `timeout` passes first.
@@ -17,7 +17,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
     }
 }
 
-/// Waits until `found` returns `Some`, polling every [`POLL`], and returns what it found.
+/// Waits until `found` returns `Some`, polling every `POLL` (25 ms), and returns what it found.
 ///
 /// # Panics
 /// With `what` when `timeout` passes first.
