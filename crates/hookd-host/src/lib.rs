@@ -36,8 +36,7 @@ pub use memory_kv::MemoryKv;
 pub use outgoing::OutgoingStats;
 pub use plugin::{
     Delivery, DeliveryEvent, FailureKind, HOST_BYTES_PER_INSTANCE, HostSettings, LoadError,
-    LoadStats, LoadedPlugin, MAX_FIELDS_BYTES, MAX_HOST_RESOURCES, Outcome, PluginHost,
-    content_hash,
+    LoadStats, LoadedPlugin, Outcome, PluginHost, content_hash,
 };
 pub use state::{KvError, KvStore, LogLine, NoKv};
 

@@ -34,10 +34,10 @@ const MAX_CAPTURED_OUTPUT: usize = 64 * 1024;
 /// Most entries in a delivery's resource table (wasi:http fields, requests, bodies, streams,
 /// pollables): wasmtime's default is a million. A plugin that keeps creating resources gets
 /// an error from the call, and its delivery fails.
-pub const MAX_HOST_RESOURCES: usize = 1024;
+pub(crate) const MAX_HOST_RESOURCES: usize = 1024;
 /// Most bytes one wasi:http `fields` resource may hold (wasmtime's default: 128 KiB). With
 /// [`MAX_HOST_RESOURCES`], this bounds the header data a delivery can make the host hold.
-pub const MAX_FIELDS_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_FIELDS_BYTES: usize = 16 * 1024;
 /// What one running instance may make the host hold beyond its linear memories, at most:
 /// header fields (resources x bytes per fields), captured output and log text, the outgoing
 /// request and response buffers. Counted per instance by the memory budget (`hookd check`).

@@ -126,13 +126,13 @@ impl IngestMetrics {
     }
 
     /// Counts a connection closed because its client held its share of the slots.
-    pub fn refuse_connection(&self, peer: SocketAddr) {
+    pub(crate) fn refuse_connection(&self, peer: SocketAddr) {
         self.connections_refused.inc();
         self.log.record("too_many_connections", Some(peer), None);
     }
 
     /// Counts a refused request, without logging it.
-    pub fn reject(&self, reason: &'static str) {
+    pub(crate) fn reject(&self, reason: &'static str) {
         self.requests_rejected
             .get_or_create(&ReasonLabel { reason })
             .inc();
@@ -157,7 +157,7 @@ impl IngestMetrics {
     }
 
     /// Rejections so far, by reason.
-    pub fn rejections_by_reason(&self) -> Vec<(&'static str, u64)> {
+    pub(crate) fn rejections_by_reason(&self) -> Vec<(&'static str, u64)> {
         REASONS
             .iter()
             .map(|&reason| {

@@ -39,10 +39,10 @@ use tracing::{debug, error, info, warn};
 use crate::logging::LogFilter;
 use crate::plugins::PluginRegistry;
 
-pub use config::ingest_limits;
-pub use info::{PluginsInfo, ReloadMetrics};
+pub(crate) use config::ingest_limits;
+pub(crate) use info::{PluginsInfo, ReloadMetrics};
 pub use rebuild::{Change, ChangeKind, FolderRefusal, Rebuilt, Refusals, rebuild};
-pub use watcher::{FolderWatch, Watched, watch_sighup};
+pub(crate) use watcher::{Watched, watch_sighup};
 
 use watcher::watch_folder;
 
