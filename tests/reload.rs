@@ -692,8 +692,9 @@ fn secret_rotation_under_load_refuses_no_genuine_event() {
     daemon.stop();
 }
 
-/// Regression: restoring a refused manifest to the content already serving is no change to the
-/// plugin, and its last error used to stay in `/plugins` for good.
+/// Restoring a refused manifest to the content already serving is no change to the plugin,
+/// yet it must clear the refusal: a last error kept only until the plugin changes would stay
+/// in `/plugins` for good.
 #[test]
 fn fixing_a_refused_manifest_clears_the_plugins_last_error() {
     let env = Env::new("");
@@ -732,9 +733,9 @@ fn fixing_a_refused_manifest_clears_the_plugins_last_error() {
 }
 
 /// A plugin file that lands while hookd starts, right after it read the folder, is served:
-/// the folder is watched before it is first read. (The watch used to begin after `READY`, and
-/// a file landing in between was not noticed until the next change; `cargo xtask bench
-/// reload` hit it about one run in three.)
+/// the folder is watched before it is first read. A watch begun after `READY` would miss a
+/// file landing in between until the next change (`cargo xtask bench reload` lands files
+/// exactly then, and found it about one run in three).
 #[test]
 fn a_plugin_landing_while_hookd_starts_is_not_missed() {
     let env = Env::new("");

@@ -226,9 +226,8 @@ fn ready_reloading_ready_and_stopping_are_announced() {
     assert!(status.success());
 }
 
-/// Regression: SIGHUP was caught only once the reload task first ran, which could be after
-/// `READY=1`; a reload asked for at once (`systemctl reload` may) met SIGHUP's default action
-/// and ended the daemon.
+/// SIGHUP must be caught before `READY=1`: a reload asked for at once (`systemctl reload`
+/// may) would otherwise meet SIGHUP's default action and end the daemon.
 #[test]
 fn a_reload_right_at_ready_is_a_reload_not_the_end() {
     let env = Env::new("");

@@ -1,4 +1,5 @@
-//! Event types: `resource.action`, the 15 Protocol knows today plus any it adds tomorrow.
+//! Event types: `resource.action`, the 15 this version knows plus any Protocol adds later
+//! (kept as text: a type this version does not know still parses).
 
 use std::fmt;
 use std::str::FromStr;
