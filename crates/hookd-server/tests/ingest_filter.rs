@@ -165,10 +165,7 @@ async fn post(
     body: &[u8],
     signature: Option<&str>,
 ) -> (u16, String, http::HeaderMap) {
-    let mut request = warp::test::request()
-        .method("POST")
-        .path(path)
-        .body(body);
+    let mut request = warp::test::request().method("POST").path(path).body(body);
     if let Some(sig) = signature {
         request = request.header(SIGNATURE_HEADER, sig);
     }
