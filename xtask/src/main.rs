@@ -22,7 +22,6 @@
 //! when it lacks it ([`toolchain`]).
 
 mod bench;
-mod bench_outgoing;
 mod dist;
 mod plugins;
 mod reliability;
@@ -36,7 +35,7 @@ fn main() -> ExitCode {
         Some("bench") if args.get(1).is_some_and(|a| a == "reload") => bench::reload(&args[2..]),
         Some("bench") if args.get(1).is_some_and(|a| a == "all") => bench::all(&args[2..]),
         Some("bench") if args.get(1).is_some_and(|a| a == "outgoing") => {
-            bench_outgoing::run(&args[2..])
+            bench::outgoing::run(&args[2..])
         }
         Some("bench") => bench::run(&args[1..]),
         Some("dist") => dist::run(),

@@ -21,6 +21,7 @@
 //! - **Key-value storage is a seam.** [`KvStore`] is implemented by the daemon over its store,
 //!   namespaced per plugin.
 
+mod address;
 mod cache;
 mod escape;
 mod http_policy;

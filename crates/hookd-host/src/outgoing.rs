@@ -50,7 +50,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 use wasmtime_wasi_http::{Error, WasiBody};
 
-use crate::http_policy::{AddressClass, classify, describe};
+use crate::address::{AddressClass, classify, describe};
 
 /// Requests one plugin may have in flight at once, over all its deliveries; more wait.
 pub(crate) const MAX_IN_FLIGHT_PER_PLUGIN: usize = 64;
@@ -156,14 +156,6 @@ struct Conn {
 pub struct OutgoingStats {
     pub connections_opened: u64,
     pub requests_reused: u64,
-}
-
-impl crate::plugin::LoadedPlugin {
-    /// The plugin's outgoing connections opened, and requests sent on a kept-alive one, since
-    /// it was loaded.
-    pub fn outgoing_stats(&self) -> OutgoingStats {
-        self.outgoing.stats()
-    }
 }
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

@@ -105,6 +105,12 @@ impl LoadedPlugin {
     pub fn name(&self) -> &str {
         &self.spec.name
     }
+
+    /// The plugin's outgoing connections opened, and requests sent on a kept-alive one, since
+    /// it was loaded.
+    pub fn outgoing_stats(&self) -> crate::outgoing::OutgoingStats {
+        self.outgoing.stats()
+    }
 }
 
 /// How a plugin's native code was obtained.

@@ -190,10 +190,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     );
     // The outgoing-HTTP row: its own unit (a plugin's requests out), its own small table.
     let quick = settings.requests < Settings::full().requests;
-    let outgoing = match crate::bench_outgoing::measure(&paths, quick, &mut built) {
+    let outgoing = match super::outgoing::measure(&paths, quick, &mut built) {
         Ok(figures) => {
-            crate::bench_outgoing::print(&figures);
-            if let Err(missed) = crate::bench_outgoing::check(&figures) {
+            super::outgoing::print(&figures);
+            if let Err(missed) = super::outgoing::check(&figures) {
                 println!("- {missed:#}");
             }
             Ok(figures)

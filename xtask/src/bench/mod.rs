@@ -18,6 +18,7 @@ mod ingest;
 mod machine;
 mod measure;
 mod needs;
+pub(crate) mod outgoing;
 mod reload;
 mod supervise;
 mod systems;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::bench::{HOOKD, Need, Paths, provide, run_bounded};
+use super::{HOOKD, Need, Paths, provide, run_bounded};
 
 const OUTGOING_BENCH: Need = Need::Binary {
     package: "hookd-bench",
@@ -43,7 +43,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         [q] if q == "--quick" => true,
         _ => bail!("usage: cargo xtask bench outgoing [--quick]"),
     };
-    crate::bench::catch_signals();
+    super::catch_signals();
     let paths = Paths::new()?;
     let mut built = Vec::new();
     let figures = measure(&paths, quick, &mut built)?;
