@@ -13,7 +13,6 @@
 //!   the sink; `hookd-loadgen` sends the events (`--requests` / `--requests-per-event` of them)
 //!   to hookd's ingest, and the sink counts what the plugin sends.
 
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use hookd_testkit::{Daemon, Launch};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -255,15 +255,15 @@ fn main() -> anyhow::Result<()> {
              [plugins]\ndir = \"plugins\"\n{priority}[log]\nformat = \"json\"\nfilter = \"info\"\n"
         ),
     )?;
-    let daemon = Daemon::start(&args.hookd, work.path())?;
+    let daemon = start_hookd(&args.hookd, work.path())?;
     let sender = loadgen(
         &args.loadgen,
         &work.path().join("secret"),
-        &format!("http://{}/webhooks", daemon.ingest),
+        &daemon.url(),
         4,
         events,
     )?;
-    let cpu = watch(&sink, daemon.child.id(), expected);
+    let cpu = watch(&sink, daemon.pid(), expected);
     let report = finish(sender)?;
     if report["non_2xx"].as_u64() != Some(0) || report["errors"].as_u64() != Some(0) {
         bail!("sending the events to hookd had failures: {report}");
@@ -388,76 +388,21 @@ fn own_cpu() -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-/// hookd serving the folder `dir`, killed when dropped.
-struct Daemon {
-    child: Child,
-    ingest: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Daemon {
-    fn start(hookd: &Path, dir: &Path) -> anyhow::Result<Daemon> {
-        let mut child = Command::new(hookd)
-            .args(["serve", "--config"])
-            .arg(dir.join("hookd.toml"))
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", hookd.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut ingest, mut admin) = (None, None);
-        while ingest.is_none() || admin.is_none() {
-            let Some(line) = lines.next() else {
-                let _ = child.kill();
-                bail!("hookd exited before announcing its addresses");
-            };
-            let line = line?;
-            if let Some(addr) = line.strip_prefix("ingest listening on ") {
-                ingest = Some(addr.trim().parse()?);
-            } else if let Some(addr) = line.strip_prefix("admin listening on ") {
-                admin = Some(addr.trim().parse()?);
-            }
+/// hookd serving the folder `dir` (the testkit's daemon, killed when dropped), once
+/// `/plugins` lists the poster: events sent before would have no subscriber.
+fn start_hookd(hookd: &Path, dir: &Path) -> anyhow::Result<Daemon> {
+    let mut launch = Launch::new(hookd, dir.join("hookd.toml"));
+    launch.keep_logs = false;
+    let (daemon, _) = Daemon::launch(&launch).context("hookd did not start")?;
+    let started = Instant::now();
+    while !daemon
+        .admin_get("/plugins")
+        .is_some_and(|(_, body)| body.contains("\"poster\""))
+    {
+        if started.elapsed() > LIMIT {
+            bail!("hookd did not load the plugin within {LIMIT:?}");
         }
-        // Keep draining stdout so the daemon never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        let daemon = Daemon {
-            child,
-            ingest: ingest.context("no ingest address")?,
-            admin: admin.context("no admin address")?,
-        };
-        daemon.wait_for_plugin()?;
-        Ok(daemon)
+        std::thread::sleep(Duration::from_millis(20));
     }
-
-    /// Waits until `/plugins` lists a plugin: events sent before would have no subscriber.
-    fn wait_for_plugin(&self) -> anyhow::Result<()> {
-        use std::io::{Read as _, Write as _};
-        let started = Instant::now();
-        loop {
-            let mut text = String::new();
-            if let Ok(mut stream) = std::net::TcpStream::connect(self.admin) {
-                let _ = stream.write_all(
-                    b"GET /plugins HTTP/1.1\r\nhost: hookd\r\nconnection: close\r\n\r\n",
-                );
-                let _ = stream.read_to_string(&mut text);
-            }
-            if text.contains("\"poster\"") {
-                return Ok(());
-            }
-            if started.elapsed() > LIMIT {
-                bail!("hookd did not load the plugin within {LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Ok(daemon)
 }
