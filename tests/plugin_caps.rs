@@ -34,17 +34,9 @@ fn budget_env() -> Env {
     env
 }
 
-fn plugins(daemon: &Daemon) -> Vec<serde_json::Value> {
-    client()
-        .get(daemon.admin_url("/plugins"))
-        .send()
-        .unwrap()
-        .json::<Vec<serde_json::Value>>()
-        .unwrap()
-}
-
 fn plugin(daemon: &Daemon, name: &str) -> serde_json::Value {
-    plugins(daemon)
+    daemon
+        .plugins()
         .into_iter()
         .find(|p| p["name"] == name)
         .unwrap_or_default()

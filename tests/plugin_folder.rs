@@ -36,15 +36,6 @@ fn serving_hash(daemon: &Daemon) -> Option<String> {
         .and_then(|p| p["content_hash"].as_str().map(str::to_owned))
 }
 
-/// The value of one metric sample, 0 when absent.
-fn metric(daemon: &Daemon, sample: &str) -> u64 {
-    daemon
-        .metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Posts event `id` and waits until version `v` (`a` or `b`) of the plugin handled it.
 fn delivered_by(daemon: &Daemon, store: &Path, id: &str, v: char) {
     assert_eq!(daemon.post(&event(id, "message.created")).status(), 200);
@@ -84,8 +75,8 @@ fn a_plugin_folder_that_goes_away_keeps_its_plugins_serving_until_it_is_back() {
     wait_until("the gone folder is refused", WAIT, || {
         last_error(&daemon).is_some_and(|e| e.contains("does not exist"))
     });
-    assert!(metric(&daemon, FOLDER_FAILED) >= 1);
-    assert_eq!(metric(&daemon, REMOVED), 0, "no plugin was removed");
+    assert!(daemon.metric(FOLDER_FAILED) >= 1);
+    assert_eq!(daemon.metric(REMOVED), 0, "no plugin was removed");
     let shown = versioned(&daemon).unwrap();
     assert_eq!(shown["loaded"], true, "{shown}");
     delivered_by(&daemon, &store, "while-gone", 'a');
@@ -145,6 +136,6 @@ fn a_plugin_folder_that_goes_away_keeps_its_plugins_serving_until_it_is_back() {
             versioned(&daemon).is_some_and(|p| p["last_error"].is_null())
         });
     }
-    assert_eq!(metric(&daemon, REMOVED), 0, "no plugin was removed");
+    assert_eq!(daemon.metric(REMOVED), 0, "no plugin was removed");
     daemon.stop();
 }

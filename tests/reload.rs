@@ -20,32 +20,14 @@ fn hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn plugins(daemon: &Daemon) -> Vec<serde_json::Value> {
-    client()
-        .get(daemon.admin_url("/plugins"))
-        .send()
-        .unwrap()
-        .json::<Vec<serde_json::Value>>()
-        .unwrap()
-}
-
 fn plugin(daemon: &Daemon, name: &str) -> Option<serde_json::Value> {
-    plugins(daemon).into_iter().find(|p| p["name"] == name)
+    daemon.plugins().into_iter().find(|p| p["name"] == name)
 }
 
 fn serving_hash(daemon: &Daemon, name: &str) -> Option<String> {
     plugin(daemon, name)
         .filter(|p| p["loaded"] == true)
         .and_then(|p| p["content_hash"].as_str().map(str::to_owned))
-}
-
-/// The value of one metric sample, 0 when absent.
-fn metric(daemon: &Daemon, sample: &str) -> u64 {
-    daemon
-        .metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Every key-value row of `plugin`: key -> counter value.
@@ -187,17 +169,13 @@ fn fifty_swaps_under_load_lose_nothing_and_each_attempt_runs_one_version() {
             } else {
                 b"this is not a component"
             };
-            let failed_before = metric(
-                &daemon,
-                "hookd_reloads_total{kind=\"plugin\",outcome=\"failed\"}",
-            );
+            let failed_before =
+                daemon.metric("hookd_reloads_total{kind=\"plugin\",outcome=\"failed\"}");
             land(&target, broken, how);
             broken_landed += 1;
             wait_until("the broken file is refused", WAIT, || {
-                metric(
-                    &daemon,
-                    "hookd_reloads_total{kind=\"plugin\",outcome=\"failed\"}",
-                ) > failed_before
+                daemon.metric("hookd_reloads_total{kind=\"plugin\",outcome=\"failed\"}")
+                    > failed_before
             });
             let shown = plugin(&daemon, "versioned").unwrap();
             assert_eq!(
@@ -273,12 +251,7 @@ fn fifty_swaps_under_load_lose_nothing_and_each_attempt_runs_one_version() {
                 && !l.ends_with(" 0")),
         "failed deliveries:\n{metrics}"
     );
-    assert!(
-        metric(
-            &daemon,
-            "hookd_reloads_total{kind=\"plugin\",outcome=\"updated\"}"
-        ) >= 52
-    );
+    assert!(daemon.metric("hookd_reloads_total{kind=\"plugin\",outcome=\"updated\"}") >= 52);
 
     latencies.sort();
     println!(
@@ -300,7 +273,7 @@ fn plugins_come_and_go_live_and_a_removed_plugins_deliveries_wait() {
     let dir = env.dir.path().join("plugins");
     std::fs::create_dir_all(&dir).unwrap();
     let daemon = env.start();
-    assert!(plugins(&daemon).is_empty());
+    assert!(daemon.plugins().is_empty());
 
     // Added live (component, then manifest).
     install_plugin(&env, "versioned", wasm::FIXTURE_VERSION_A, VERSIONED_TOML);
@@ -441,12 +414,7 @@ fn plugins_come_and_go_live_and_a_removed_plugins_deliveries_wait() {
     wait_until("the paused delivery resumes and succeeds", WAIT, || {
         flaky_state().is_some_and(|(state, attempts, _)| state == "done" && attempts == 3)
     });
-    assert!(
-        metric(
-            &daemon,
-            "hookd_reloads_total{kind=\"plugin\",outcome=\"removed\"}"
-        ) >= 1
-    );
+    assert!(daemon.metric("hookd_reloads_total{kind=\"plugin\",outcome=\"removed\"}") >= 1);
     daemon.stop();
 }
 
@@ -481,7 +449,7 @@ fn sighup_rotates_secrets_live_and_a_broken_config_keeps_the_old_one() {
     std::fs::write(&env.config, format!("{good}\n[server\nlisten = 1\n")).unwrap();
     daemon.signal(libc::SIGHUP);
     wait_until("the broken config is refused", WAIT, || {
-        metric(&daemon, failed) == 1
+        daemon.metric(failed) == 1
     });
     // The log line is written by the log thread some time after the metric moved.
     daemon.wait_for_log("the refusal is logged", WAIT, |l| {
@@ -495,7 +463,7 @@ fn sighup_rotates_secrets_live_and_a_broken_config_keeps_the_old_one() {
     std::fs::write(&env.config, good.replace("[store]", "[store]\nsize = 3")).unwrap();
     daemon.signal(libc::SIGHUP);
     wait_until("the invalid config is refused", WAIT, || {
-        metric(&daemon, failed) == 2
+        daemon.metric(failed) == 2
     });
     assert_eq!(
         post_signed_with(&daemon, hookd_testkit::SECRET, "rot-4"),
@@ -515,9 +483,7 @@ fn sighup_rotates_secrets_live_and_a_broken_config_keeps_the_old_one() {
         "listen = \"127.0.0.1:1\"",
     );
     daemon.signal(libc::SIGHUP);
-    wait_until("the new config is applied", WAIT, || {
-        metric(&daemon, ok) == 1
-    });
+    wait_until("the new config is applied", WAIT, || daemon.metric(ok) == 1);
     daemon.wait_for_log("the listen change is reported", WAIT, |l| {
         l.contains("after a restart") && l.contains("server.listen")
     });
@@ -534,9 +500,7 @@ fn sighup_rotates_secrets_live_and_a_broken_config_keeps_the_old_one() {
         "secrets = [\"file:new-secret\"]",
     );
     daemon.signal(libc::SIGHUP);
-    wait_until("the old secret is dropped", WAIT, || {
-        metric(&daemon, ok) == 2
-    });
+    wait_until("the old secret is dropped", WAIT, || daemon.metric(ok) == 2);
     assert_eq!(post_signed_with(&daemon, new_secret, "rot-7"), 200);
     assert_eq!(
         post_signed_with(&daemon, hookd_testkit::SECRET, "rot-8"),
@@ -557,7 +521,8 @@ fn a_restart_reads_compiled_code_from_the_cache_and_survives_a_damaged_entry() {
     install_plugin(&env, "versioned", wasm::FIXTURE_VERSION_A, VERSIONED_TOML);
     install_plugin(&env, "noop", wasm::FIXTURE_NOOP, "events = [\"*\"]\n");
     let cache_hit = |daemon: &Daemon| -> HashSet<String> {
-        plugins(daemon)
+        daemon
+            .plugins()
             .into_iter()
             .filter(|p| p["cache_hit"] == true)
             .map(|p| p["name"].as_str().unwrap().to_owned())
@@ -581,7 +546,7 @@ fn a_restart_reads_compiled_code_from_the_cache_and_survives_a_damaged_entry() {
     bytes[middle] ^= 0xff;
     std::fs::write(victim, &bytes).unwrap();
     let daemon = env.start();
-    assert_eq!(plugins(&daemon).len(), 2);
+    assert_eq!(daemon.plugins().len(), 2);
     assert_eq!(cache_hit(&daemon).len(), 1, "the damaged entry is a miss");
     daemon.wait_for_log("the damaged entry is reported", WAIT, |l| {
         l.contains("damaged compiled-code cache entry")
@@ -661,7 +626,7 @@ fn secret_rotation_under_load_refuses_no_genuine_event() {
         "secrets = [\"file:secret\", \"file:new-secret\"]",
     );
     daemon.signal(libc::SIGHUP);
-    wait_until("both secrets in force", WAIT, || metric(&daemon, ok) == 1);
+    wait_until("both secrets in force", WAIT, || daemon.metric(ok) == 1);
     settle();
     // 2. The sender switches.
     *sender_secret.lock().unwrap() = new_secret.to_owned();
@@ -673,7 +638,7 @@ fn secret_rotation_under_load_refuses_no_genuine_event() {
         "secrets = [\"file:new-secret\"]",
     );
     daemon.signal(libc::SIGHUP);
-    wait_until("only the new secret", WAIT, || metric(&daemon, ok) == 2);
+    wait_until("only the new secret", WAIT, || daemon.metric(ok) == 2);
     settle();
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();
@@ -710,7 +675,7 @@ fn fixing_a_refused_manifest_clears_the_plugins_last_error() {
     .unwrap();
     // (An in-place write may be seen half-done, and refused twice: once empty, once broken.)
     wait_until("the broken manifest is refused", WAIT, || {
-        metric(&daemon, failed) >= 1
+        daemon.metric(failed) >= 1
     });
     let shown = plugin(&daemon, "versioned").unwrap();
     assert_eq!(

@@ -61,4 +61,24 @@ impl Daemon {
             .and_then(|r| r.text())
             .unwrap_or_else(|e| panic!("/metrics not answered: {e}"))
     }
+
+    /// The value of one metric sample, named as `/metrics` prints it (`name{labels}`), 0 when
+    /// absent.
+    #[track_caller]
+    pub fn metric(&self, sample: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `GET /plugins`, parsed: as a user's script reads it, by key.
+    #[track_caller]
+    pub fn plugins(&self) -> Vec<serde_json::Value> {
+        client()
+            .get(self.admin_url("/plugins"))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or_else(|e| panic!("/plugins not answered: {e}"))
+    }
 }
