@@ -209,6 +209,17 @@ fn connections_are_reused_across_deliveries() {
         "{connections} connections for {requests} requests: {:.1}% reused",
         reused * 100.0
     );
+    // The same counts, as the metrics show them (refreshed every few seconds).
+    let (requests, connections) = (requests as u64, connections as u64);
+    wait_until(
+        "the outgoing metrics match the server's counts",
+        WAIT,
+        || {
+            daemon.metric("hookd_plugin_outgoing_connections{plugin=\"poster\"}") == connections
+                && daemon.metric("hookd_plugin_outgoing_requests_reused{plugin=\"poster\"}")
+                    == requests - connections
+        },
+    );
     drop(daemon);
 }
 

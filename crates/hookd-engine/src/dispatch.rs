@@ -74,6 +74,8 @@ pub struct DeliveryMetrics {
     dead: Family<PluginLabel, Counter>,
     pending: Family<PluginLabel, Gauge>,
     lag: Family<PluginLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    outgoing_connections: Family<PluginLabel, Gauge>,
+    outgoing_reused: Family<PluginLabel, Gauge>,
 }
 
 impl DeliveryMetrics {
@@ -87,6 +89,8 @@ impl DeliveryMetrics {
             dead: Family::default(),
             pending: Family::default(),
             lag: Family::default(),
+            outgoing_connections: Family::default(),
+            outgoing_reused: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("hookd");
         r.register(
@@ -118,6 +122,16 @@ impl DeliveryMetrics {
             "delivery_lag_seconds",
             "How long the longest-waiting due delivery of a plugin has waited past its due time",
             m.lag.clone(),
+        );
+        r.register(
+            "plugin_outgoing_connections",
+            "Outgoing HTTP connections a plugin's loaded version has opened",
+            m.outgoing_connections.clone(),
+        );
+        r.register(
+            "plugin_outgoing_requests_reused",
+            "Outgoing HTTP requests a plugin's loaded version sent on a kept-alive connection",
+            m.outgoing_reused.clone(),
         );
         m
     }
@@ -469,12 +483,25 @@ impl Dispatcher {
         if let Ok(counts) = self.queue.open_deliveries().await {
             self.metrics.pending.clear();
             self.metrics.lag.clear();
-            // Every loaded plugin has a lag, 0 unless a delivery of it is overdue.
-            for plugin in self.registry.snapshot().keys() {
+            self.metrics.outgoing_connections.clear();
+            self.metrics.outgoing_reused.clear();
+            // Every loaded plugin has a lag, 0 unless a delivery of it is overdue, and its
+            // outgoing connections' counts (since it was loaded: a reload starts a new pool).
+            for (plugin, loaded) in self.registry.snapshot().iter() {
                 let label = PluginLabel {
                     plugin: plugin.clone(),
                 };
                 self.metrics.lag.get_or_create(&label).set(0.0);
+                let outgoing = loaded.outgoing_stats();
+                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                self.metrics
+                    .outgoing_connections
+                    .get_or_create(&label)
+                    .set(count(outgoing.connections_opened));
+                self.metrics
+                    .outgoing_reused
+                    .get_or_create(&label)
+                    .set(count(outgoing.requests_reused));
             }
             let now = now_ms();
             for row in counts {
