@@ -588,6 +588,33 @@ mod tests {
         between_bytes: Duration::from_secs(5),
     };
 
+    /// A plain-HTTP target on loopback (allowed: the tests' servers are local).
+    fn loopback(port: u16) -> Target {
+        Target {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port,
+            allow_non_public: true,
+        }
+    }
+
+    /// One GET to `target` through `pool`, with a fresh request slot.
+    async fn send(pool: &OutgoingPool, target: &Target, host: &str) -> http::Response<PooledBody> {
+        pool.send(target, get(host, target.port), TIMEOUTS, slot(pool).await)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until an idle connection is back in the pool: it returns from its own task once
+    /// it is ready.
+    async fn back_in_the_pool(pool: &OutgoingPool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.inner.idle.lock().unwrap().conns.is_empty() {
+            assert!(Instant::now() < deadline, "the connection never came back");
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// A resolver that answers `answers[n]` to its n-th question (the last one after that)
     /// and counts the questions.
     fn scripted(answers: Vec<Vec<SocketAddr>>) -> (Resolve, Arc<AtomicUsize>) {
@@ -605,30 +632,12 @@ mod tests {
     async fn connections_are_reused_across_requests() {
         let (addr, accepted) = server("127.0.0.1:0").await;
         let pool = OutgoingPool::new("t");
-        let target = Target {
-            tls: false,
-            host: "127.0.0.1".into(),
-            port: addr.port(),
-            allow_non_public: true,
-        };
+        let target = loopback(addr.port());
         for _ in 0..20 {
-            let response = pool
-                .send(
-                    &target,
-                    get("127.0.0.1", addr.port()),
-                    TIMEOUTS,
-                    slot(&pool).await,
-                )
-                .await
-                .unwrap();
+            let response = send(&pool, &target, "127.0.0.1").await;
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
-            // The connection returns to the pool from its own task once it is ready.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while pool.inner.idle.lock().unwrap().conns.is_empty() {
-                assert!(Instant::now() < deadline, "the connection never came back");
-                tokio::task::yield_now().await;
-            }
+            back_in_the_pool(&pool).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(
@@ -644,29 +653,12 @@ mod tests {
     async fn a_small_answer_dropped_unread_keeps_its_connection() {
         let (addr, accepted) = server("127.0.0.1:0").await;
         let pool = OutgoingPool::new("t");
-        let target = Target {
-            tls: false,
-            host: "127.0.0.1".into(),
-            port: addr.port(),
-            allow_non_public: true,
-        };
+        let target = loopback(addr.port());
         for _ in 0..10 {
-            let response = pool
-                .send(
-                    &target,
-                    get("127.0.0.1", addr.port()),
-                    TIMEOUTS,
-                    slot(&pool).await,
-                )
-                .await
-                .unwrap();
+            let response = send(&pool, &target, "127.0.0.1").await;
             assert_eq!(response.status(), 200);
             drop(response);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while pool.inner.idle.lock().unwrap().conns.is_empty() {
-                assert!(Instant::now() < deadline, "the connection never came back");
-                tokio::task::yield_now().await;
-            }
+            back_in_the_pool(&pool).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.stats().requests_reused, 9);
@@ -697,22 +689,9 @@ mod tests {
             }
         });
         let pool = OutgoingPool::new("t");
-        let target = Target {
-            tls: false,
-            host: "127.0.0.1".into(),
-            port: addr.port(),
-            allow_non_public: true,
-        };
+        let target = loopback(addr.port());
         for _ in 0..2 {
-            let response = pool
-                .send(
-                    &target,
-                    get("127.0.0.1", addr.port()),
-                    TIMEOUTS,
-                    slot(&pool).await,
-                )
-                .await
-                .unwrap();
+            let response = send(&pool, &target, "127.0.0.1").await;
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
             closed.recv().await.unwrap();
@@ -928,17 +907,10 @@ mod tests {
         };
         let pool = OutgoingPool::with("t", tls_config(roots), system_resolver());
         for _ in 0..3 {
-            let response = pool
-                .send(&target, get("localhost", port), TIMEOUTS, slot(&pool).await)
-                .await
-                .unwrap();
+            let response = send(&pool, &target, "localhost").await;
             let body = response.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while pool.inner.idle.lock().unwrap().conns.is_empty() {
-                assert!(Instant::now() < deadline, "the connection never came back");
-                tokio::task::yield_now().await;
-            }
+            back_in_the_pool(&pool).await;
         }
         // One TLS connection, asked for by name, reused.
         assert_eq!(*names.lock().unwrap(), ["localhost"]);
