@@ -19,7 +19,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hookd_config::RetryPolicy;
 use hookd_core::EventType;
 use hookd_host::FailureKind;
 use hookd_host::{DeliveryEvent, LoadedPlugin, Outcome, PluginHost};
@@ -27,17 +26,17 @@ use hookd_server::Subscriptions;
 use hookd_storage::{
     AttemptRecord, AttemptResult, Claim, DeliveryQueue, DueDelivery, NewEvent, StorageError, now_ms,
 };
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
-use rand::Rng as _;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::plugins::PluginRegistry;
+
+mod metrics;
+mod retry;
+
+pub use metrics::DeliveryMetrics;
+use metrics::{PluginLabel, PluginOutcome};
+pub use retry::next_step;
 
 /// How many due deliveries one poll of the store reads, at most.
 const POLL_BATCH: usize = 512;
@@ -53,89 +52,6 @@ const COMPLETED_MEMORY: Duration = Duration::from_secs(60);
 /// The longest the dispatcher sleeps without looking at the store (retries coming due,
 /// dead letters replayed from the CLI).
 const IDLE_POLL: Duration = Duration::from_millis(500);
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PluginOutcome {
-    plugin: String,
-    outcome: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PluginLabel {
-    plugin: String,
-}
-
-/// Delivery metrics.
-#[derive(Clone)]
-pub struct DeliveryMetrics {
-    deliveries: Family<PluginOutcome, Counter>,
-    duration: Family<PluginLabel, Histogram>,
-    retries: Family<PluginLabel, Counter>,
-    dead: Family<PluginLabel, Counter>,
-    pending: Family<PluginLabel, Gauge>,
-    lag: Family<PluginLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    outgoing_connections: Family<PluginLabel, Gauge>,
-    outgoing_reused: Family<PluginLabel, Gauge>,
-}
-
-impl DeliveryMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            deliveries: Family::default(),
-            duration: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
-            }),
-            retries: Family::default(),
-            dead: Family::default(),
-            pending: Family::default(),
-            lag: Family::default(),
-            outgoing_connections: Family::default(),
-            outgoing_reused: Family::default(),
-        };
-        let r = registry.sub_registry_with_prefix("hookd");
-        r.register(
-            "deliveries",
-            "Delivery attempts, by plugin and outcome",
-            m.deliveries.clone(),
-        );
-        r.register(
-            "plugin_duration_seconds",
-            "Time one delivery attempt took, instantiation included",
-            m.duration.clone(),
-        );
-        r.register(
-            "delivery_retries",
-            "Attempts that will be retried",
-            m.retries.clone(),
-        );
-        r.register(
-            "dead_letters",
-            "Deliveries moved to the dead letters",
-            m.dead.clone(),
-        );
-        r.register(
-            "deliveries_pending",
-            "Deliveries waiting (due or backing off), by plugin",
-            m.pending.clone(),
-        );
-        r.register(
-            "delivery_lag_seconds",
-            "How long the longest-waiting due delivery of a plugin has waited past its due time",
-            m.lag.clone(),
-        );
-        r.register(
-            "plugin_outgoing_connections",
-            "Outgoing HTTP connections a plugin's loaded version has opened",
-            m.outgoing_connections.clone(),
-        );
-        r.register(
-            "plugin_outgoing_requests_reused",
-            "Outgoing HTTP requests a plugin's loaded version sent on a kept-alive connection",
-            m.outgoing_reused.clone(),
-        );
-        m
-    }
-}
 
 /// The ingest path's view of the plugins: who subscribes, and a hint channel so new
 /// deliveries start at once instead of at the next poll of the store.
@@ -584,49 +500,6 @@ async fn record_loop(
     }
 }
 
-/// What to do after an attempt.
-pub fn next_step(
-    outcome: &Outcome,
-    attempts_made: u32,
-    received_at_ms: i64,
-    now_ms: i64,
-    policy: &RetryPolicy,
-) -> AttemptResult {
-    let error = match outcome {
-        Outcome::Ok => return AttemptResult::Done,
-        Outcome::GiveUp(message) => {
-            return AttemptResult::Dead {
-                error: format!("plugin gave up: {message}"),
-            };
-        }
-        Outcome::Retry(message) => format!("plugin asked to retry: {message}"),
-        Outcome::Failed(kind, message) => format!("{}: {message}", kind.as_str()),
-    };
-    let age = Duration::from_millis(u64::try_from(now_ms - received_at_ms).unwrap_or(0));
-    if attempts_made >= policy.max_attempts {
-        return AttemptResult::Dead {
-            error: format!("{error} (after {attempts_made} attempts)"),
-        };
-    }
-    if age >= policy.max_age {
-        return AttemptResult::Dead {
-            error: format!("{error} (event older than {} s)", policy.max_age.as_secs()),
-        };
-    }
-    let exponent = attempts_made.saturating_sub(1).min(30);
-    let backoff = policy
-        .initial_backoff
-        .saturating_mul(1u32 << exponent)
-        .min(policy.max_backoff);
-    // "Equal jitter": between half and all of the backoff, so retries of a burst spread out.
-    let millis = backoff.as_millis() as u64;
-    let jittered = millis / 2 + rand::rng().random_range(0..=millis.div_ceil(2));
-    AttemptResult::Retry {
-        next_attempt_at_ms: now_ms + i64::try_from(jittered).unwrap_or(i64::MAX / 2),
-        error,
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -634,35 +507,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookd_host::FailureKind;
-
-    fn policy() -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(1000),
-            max_backoff: Duration::from_millis(5000),
-            max_age: Duration::from_secs(3600),
-        }
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_is_capped() {
-        for (attempt, low, high) in [(1, 500, 1000), (2, 1000, 2000), (3, 2000, 4000)] {
-            for _ in 0..50 {
-                let step = next_step(&Outcome::Retry("x".into()), attempt, 0, 0, &policy());
-                let AttemptResult::Retry {
-                    next_attempt_at_ms, ..
-                } = step
-                else {
-                    panic!("{step:?}")
-                };
-                assert!(
-                    (low..=high).contains(&next_attempt_at_ms),
-                    "attempt {attempt}: {next_attempt_at_ms}"
-                );
-            }
-        }
-    }
 
     #[test]
     fn copies_read_before_a_record_are_stale() {
@@ -689,29 +533,5 @@ mod tests {
             "the row after a retry record"
         );
         assert!(!is_stale(&copy(200, 0), 105, 1), "replayed later");
-    }
-
-    #[test]
-    fn outcomes_map_to_steps() {
-        let p = policy();
-        assert_eq!(next_step(&Outcome::Ok, 1, 0, 0, &p), AttemptResult::Done);
-        assert!(matches!(
-            next_step(&Outcome::GiveUp("no".into()), 1, 0, 0, &p),
-            AttemptResult::Dead { .. }
-        ));
-        let trap = Outcome::Failed(FailureKind::Trap, "boom".into());
-        assert!(matches!(
-            next_step(&trap, 1, 0, 0, &p),
-            AttemptResult::Retry { .. }
-        ));
-        assert!(matches!(
-            next_step(&trap, 4, 0, 0, &p),
-            AttemptResult::Dead { .. }
-        ));
-        let old = 3600 * 1000;
-        assert!(matches!(
-            next_step(&trap, 1, 0, old, &p),
-            AttemptResult::Dead { .. }
-        ));
     }
 }
