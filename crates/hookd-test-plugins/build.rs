@@ -76,6 +76,8 @@ fn main() {
         "fixture_host_resources",
         "fixture_huge_retry",
         "fixture_killed_mid_delivery",
+        "fixture_plugin_0_1_0",
+        "fixture_http_call",
     ] {
         let path = out_dir.join(format!("{name}.wasm"));
         assert!(path.exists(), "{} was not built", path.display());

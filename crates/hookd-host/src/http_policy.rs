@@ -127,6 +127,65 @@ impl HttpPolicy {
             }),
         }
     }
+
+    /// Where a request to `uri` may go: its origin must be in the allow-list, and only an IP
+    /// literal or `localhost` written in the origin, or the manifest's explicit opt-in, lets
+    /// it reach a non-public address (checked when the name is resolved). A refusal is logged.
+    pub(crate) fn route(&self, uri: &http::Uri) -> Result<Target, Denied> {
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let written = uri.host().unwrap_or_default().to_ascii_lowercase();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let host = written.trim_matches(['[', ']']).to_owned();
+        let Some(origin) = allowing(&self.allow, &scheme, &written, port) else {
+            warn!(plugin = %self.plugin, %scheme, %host, port, "outgoing request refused: origin not allowed");
+            return Err(Denied { scheme, host, port });
+        };
+        Ok(Target {
+            tls: scheme == "https",
+            host,
+            port,
+            allow_non_public: origin.names_host_literally() || self.allow_private_addresses,
+        })
+    }
+
+    pub(crate) fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// The manifest's `http_timeout_ms`: the longest any part of a request may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The manifest's `http_max_response_bytes`.
+    pub(crate) fn max_response_bytes(&self) -> u64 {
+        self.max_response_bytes
+    }
+
+    pub(crate) fn pool(&self) -> &OutgoingPool {
+        &self.pool
+    }
+
+    /// A slot among the delivery's requests in flight (the plugin's are the pool's).
+    pub(crate) async fn delivery_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.requests.in_flight.clone().acquire_owned().await.ok()
+    }
+}
+
+/// A request whose origin the allow-list does not name.
+#[derive(Debug)]
+pub(crate) struct Denied {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl From<Denied> for Error {
+    fn from(_: Denied) -> Error {
+        Error::HttpRequestDenied
+    }
 }
 
 type ResponseFuture = Box<
@@ -150,16 +209,11 @@ impl WasiHttpHooks for HttpPolicy {
     ) -> ResponseFuture {
         drop(fut);
         let uri = request.uri().clone();
-        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
-        let written = uri.host().unwrap_or_default().to_ascii_lowercase();
-        let port = uri
-            .port_u16()
-            .unwrap_or(if scheme == "https" { 443 } else { 80 });
-        let host = written.trim_matches(['[', ']']).to_owned();
-        let Some(origin) = allowing(&self.allow, &scheme, &written, port) else {
-            warn!(plugin = %self.plugin, %scheme, %host, port, "outgoing request refused: origin not allowed");
-            return Box::new(async { Err(Error::HttpRequestDenied) });
+        let target = match self.route(&uri) {
+            Ok(target) => target,
+            Err(denied) => return Box::new(async move { Err(denied.into()) }),
         };
+        let host = target.host.clone();
         let declared = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -182,14 +236,6 @@ impl WasiHttpHooks for HttpPolicy {
             return Box::new(async { Err(Error::ConnectionLimitReached) });
         };
 
-        let target = Target {
-            tls: scheme == "https",
-            host,
-            port,
-            // Only an IP literal or `localhost` written in the origin, or the manifest's
-            // explicit opt-in, lets a request reach a non-public address.
-            allow_non_public: origin.names_host_literally() || self.allow_private_addresses,
-        };
         let limit = self.timeout;
         let cap = |asked: Option<Duration>| asked.map_or(limit, |d| d.min(limit));
         let timeouts = Timeouts {

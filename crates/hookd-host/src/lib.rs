@@ -24,6 +24,7 @@
 mod address;
 mod cache;
 mod escape;
+mod http_call;
 mod http_policy;
 mod memory_kv;
 mod outgoing;

@@ -82,7 +82,7 @@ pub enum LoadError {
     Engine(String),
     #[error("`{path}` is not a valid WebAssembly component: {reason}")]
     Compile { path: String, reason: String },
-    #[error("`{path}` does not fit the hookd:plugin@0.1.0 world: {reason}")]
+    #[error("`{path}` does not fit the hookd:plugin@0.1 world: {reason}")]
     Link { path: String, reason: String },
 }
 
@@ -563,14 +563,14 @@ fn explain_link_error(raw: &str) -> String {
     if let Some(name) = imported {
         return format!(
             "it imports `{name}`, which hookd does not provide. A plugin may import the \
-             hookd:plugin@0.1.0 interfaces (log, config, kv), WASI 0.2 (cli, io, clocks, random) \
-             and wasi:http outgoing-handler; rebuild it against hookd-sdk. ({raw})"
+             hookd:plugin@0.1.x interfaces (log, config, kv, http), WASI 0.2 (cli, io, clocks, \
+             random) and wasi:http outgoing-handler; rebuild it against hookd-sdk. ({raw})"
         );
     }
     if raw.contains("handle") {
         return format!(
             "it does not export `handle: func(event) -> result<_, handle-error>` from \
-             hookd:plugin@0.1.0; export it with `hookd_sdk::export_plugin!`. ({raw})"
+             hookd:plugin@0.1; export it with `hookd_sdk::export_plugin!`. ({raw})"
         );
     }
     raw.to_owned()

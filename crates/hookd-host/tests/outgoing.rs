@@ -164,14 +164,19 @@ async fn a_name_resolving_to_loopback_is_refused_unless_the_manifest_opts_in() {
     let origin = format!("http://{name}:{}", server.addr.port());
     let host = host();
 
-    let refused = load(&host, poster(&origin, &format!("{origin}/hook"), 1));
-    let delivery = host.deliver(&refused, &event(1)).await;
-    assert!(
-        matches!(&delivery.outcome, Outcome::Retry(m) if m.contains("POST")),
-        "`{name}` resolves to {ip}: {:?}",
-        delivery.outcome
-    );
-    assert_eq!(server.accepted(), 0, "a connection reached {ip}");
+    // Through one call (the SDK's `post_json`) and through wasi:http (the chunked mode).
+    for chunked in ["false", "true"] {
+        let mut s = poster(&origin, &format!("{origin}/hook"), 1);
+        s.config.insert("chunked".into(), chunked.into());
+        let refused = load(&host, s);
+        let delivery = host.deliver(&refused, &event(1)).await;
+        assert!(
+            matches!(&delivery.outcome, Outcome::Retry(m) if m.contains("POST")),
+            "`{name}` resolves to {ip} (chunked: {chunked}): {:?}",
+            delivery.outcome
+        );
+        assert_eq!(server.accepted(), 0, "a connection reached {ip}");
+    }
 
     let mut opted_in = poster(&origin, &format!("{origin}/hook"), 1);
     opted_in.capabilities.http_allow_private_addresses = true;
@@ -280,26 +285,9 @@ async fn a_request_flood_is_capped_per_delivery_and_per_plugin() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_body_over_the_cap_is_cut_off() {
-    let server = CountingServer::start([127, 0, 0, 1].into(), Duration::ZERO).await;
-    let origin = format!("http://{}", server.addr);
-    let host = host();
-    let mut s = poster(&origin, &format!("{origin}/hook"), 1);
-    s.config.insert("pad_bytes".into(), (9 << 20).to_string());
-    s.limits.memory_bytes = 128 << 20;
-    let plugin = load(&host, s);
-    let delivery = host.deliver(&plugin, &event(1)).await;
-    assert!(
-        matches!(&delivery.outcome, Outcome::Retry(m) if m.contains("POST")),
-        "{:?}",
-        delivery.outcome
-    );
-    assert_eq!(server.requests(), 0, "the whole body arrived");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_request_body_over_the_cap_is_cut_off() {
-    // No declared length (the SDK's `post_json` declares one): the cap counts the bytes.
+    // Through wasi:http with no declared length: the cap counts the bytes. (One call refuses
+    // a body over its own, smaller cap before sending: `one_call_refuses_what_the_policy_refuses`.)
     let server = CountingServer::start([127, 0, 0, 1].into(), Duration::ZERO).await;
     let origin = format!("http://{}", server.addr);
     let host = host();
@@ -335,20 +323,206 @@ async fn a_response_body_that_stalls_times_out_between_bytes() {
         }
     });
     let host = host();
-    let mut s = poster(&origin, &format!("{origin}/hook"), 1);
-    s.capabilities.http_timeout = Duration::from_millis(300);
-    s.limits.timeout = Duration::from_secs(30);
+    // wasi:http (the chunked mode) stops it between bytes; one call by its whole deadline.
+    for (chunked, says) in [
+        ("true", "reading the answer"),
+        ("false", "no complete answer"),
+    ] {
+        let mut s = poster(&origin, &format!("{origin}/hook"), 1);
+        s.config.insert("chunked".into(), chunked.into());
+        s.capabilities.http_timeout = Duration::from_millis(300);
+        s.limits.timeout = Duration::from_secs(30);
+        let plugin = load(&host, s);
+        let started = std::time::Instant::now();
+        let delivery = host.deliver(&plugin, &event(1)).await;
+        assert!(
+            matches!(&delivery.outcome, Outcome::Retry(m) if m.contains(says)),
+            "chunked: {chunked}: {:?}",
+            delivery.outcome
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "cut off after {:?}, not by the HTTP timeout",
+            started.elapsed()
+        );
+    }
+}
+
+/// A keep-alive HTTP/1.1 server that answers what it received: the method, `host`,
+/// `content-length` and `x-test` headers as `x-seen-*` headers, the body echoed back; a path
+/// of `/big/N` answers N bytes instead.
+async fn echo_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        use http_body_util::BodyExt as _;
+                        let seen = |name: &str| {
+                            req.headers()
+                                .get(name)
+                                .map(|v| v.to_str().unwrap_or("?").to_owned())
+                                .unwrap_or_else(|| "-".into())
+                        };
+                        let mut answer = hyper::Response::builder()
+                            .header("x-seen-method", req.method().as_str())
+                            .header("x-seen-host", seen("host"))
+                            .header("x-seen-length", seen("content-length"))
+                            .header("x-seen-test", seen("x-test"));
+                        let big = req
+                            .uri()
+                            .path()
+                            .strip_prefix("/big/")
+                            .and_then(|n| n.parse::<usize>().ok());
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let body = match big {
+                            Some(n) => {
+                                answer = answer.header("content-length", n);
+                                bytes::Bytes::from(vec![b'x'; n])
+                            }
+                            None => body,
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            answer.body(http_body_util::Full::new(body)).unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The `http-call` fixture allowed `origin`, calling `url`, with `config` on top.
+fn caller(origin: &str, url: &str, config: &[(&str, &str)]) -> PluginSpec {
+    let mut s = spec("caller", wasm::FIXTURE_HTTP_CALL);
+    s.capabilities.http = vec![Origin::parse(origin).unwrap()];
+    s.config.insert("url".into(), url.to_owned());
+    for (k, v) in config {
+        s.config.insert((*k).to_owned(), (*v).to_owned());
+    }
+    s
+}
+
+fn logged(delivery: &hookd_host::Delivery) -> Vec<String> {
+    delivery.logs.iter().map(|l| l.message.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_sends_method_headers_and_body_and_returns_the_whole_answer() {
+    let addr = echo_server().await;
+    let origin = format!("http://{addr}");
+    let host = host();
+    let plugin = load(
+        &host,
+        caller(
+            &origin,
+            &format!("{origin}/echo?q=1"),
+            &[
+                ("method", "put"),
+                ("body", "hello, host"),
+                ("header.x-test", "on the wire"),
+                // The host's own headers are not the plugin's to set.
+                ("header.host", "somewhere.else"),
+                ("header.content-length", "3"),
+            ],
+        ),
+    );
+    let delivery = host.deliver(&plugin, &event(1)).await;
+    assert_eq!(delivery.outcome, Outcome::Ok, "{:?}", delivery.logs);
+    let lines = logged(&delivery);
+    for expected in [
+        "status=200".to_owned(),
+        "header x-seen-method=PUT".to_owned(),
+        format!("header x-seen-host={addr}"),
+        "header x-seen-length=11".to_owned(),
+        "header x-seen-test=on the wire".to_owned(),
+        "body=hello, host".to_owned(),
+    ] {
+        assert!(lines.contains(&expected), "no `{expected}` in {lines:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_refuses_what_the_policy_refuses() {
+    let addr = echo_server().await;
+    let origin = format!("http://{addr}");
+    let host = host();
+    let outcome = |config: Vec<(&'static str, String)>, url: String| {
+        let host = host.clone();
+        let origin = origin.clone();
+        async move {
+            let config: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let plugin = load(&host, caller(&origin, &url, &config));
+            host.deliver(&plugin, &event(1)).await.outcome
+        }
+    };
+
+    // Another port of the same host is another origin: refused, a retry (the manifest may
+    // be fixed), and nothing sent.
+    let other = format!("http://127.0.0.1:{}/x", addr.port() + 1);
+    let refused = outcome(vec![], other).await;
+    assert!(
+        matches!(&refused, Outcome::Retry(m) if m.contains("allow-list")),
+        "{refused:?}"
+    );
+    // Not http(s), a body over one call's cap, a bad header: the request is wrong, give up.
+    let wrong_scheme = outcome(vec![], format!("ftp://{addr}/x")).await;
+    assert!(
+        matches!(&wrong_scheme, Outcome::GiveUp(m) if m.contains("scheme")),
+        "{wrong_scheme:?}"
+    );
+    let too_big = outcome(
+        vec![
+            ("method", "POST".into()),
+            ("body_bytes", (2 << 20).to_string()),
+        ],
+        format!("{origin}/x"),
+    )
+    .await;
+    assert!(
+        matches!(&too_big, Outcome::GiveUp(m) if m.contains("wasi:http")),
+        "{too_big:?}"
+    );
+    let bad_header = outcome(
+        vec![("header.x-test", "line\nbreak".into())],
+        format!("{origin}/x"),
+    )
+    .await;
+    assert!(
+        matches!(&bad_header, Outcome::GiveUp(m) if m.contains("x-test")),
+        "{bad_header:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_stops_an_answer_over_the_size_cap() {
+    let addr = echo_server().await;
+    let origin = format!("http://{addr}");
+    let host = host();
+    let mut s = caller(&origin, &format!("{origin}/big/{}", 300 * 1024), &[]);
+    s.capabilities.http_max_response_bytes = 256 * 1024;
     let plugin = load(&host, s);
-    let started = std::time::Instant::now();
     let delivery = host.deliver(&plugin, &event(1)).await;
     assert!(
-        matches!(&delivery.outcome, Outcome::Retry(m) if m.contains("reading the answer")),
+        matches!(&delivery.outcome, Outcome::GiveUp(m) if m.contains("262144 bytes")),
         "{:?}",
         delivery.outcome
     );
+    // Just under the cap goes through whole.
+    let mut s = caller(&origin, &format!("{origin}/big/{}", 256 * 1024), &[]);
+    s.capabilities.http_max_response_bytes = 256 * 1024;
+    let plugin = load(&host, s);
+    let delivery = host.deliver(&plugin, &event(2)).await;
+    assert_eq!(delivery.outcome, Outcome::Ok, "{:?}", delivery.outcome);
+    let lines = logged(&delivery);
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "cut off after {:?}, not by the between-bytes timeout",
-        started.elapsed()
+        lines.contains(&format!("body_bytes={}", 256 * 1024)),
+        "{lines:?}"
     );
 }

@@ -378,3 +378,36 @@ async fn thousands_of_faults_leave_the_hosts_memory_flat() {
     );
     assert!(growth_mb < 16.0, "RSS grew by {growth_mb:.1} MiB");
 }
+
+#[tokio::test]
+async fn a_plugin_built_against_the_first_wit_still_loads_and_runs() {
+    // Built from the frozen `hookd:plugin@0.1.0` WIT: it imports log, config and kv at 0.1.0,
+    // which the host's 0.1.1 provides.
+    let kv = Arc::new(hookd_host::MemoryKv::default());
+    let host = host_with(kv.clone());
+    let mut s = spec("old", wasm::FIXTURE_PLUGIN_0_1_0);
+    s.capabilities.kv = true;
+    s.config.insert("count".into(), "true".into());
+    let plugin = load(&host, s.clone());
+    let delivery = host.deliver(&plugin, &event(1)).await;
+    assert_eq!(delivery.outcome, Outcome::Ok, "{:?}", delivery.logs);
+    assert!(
+        delivery
+            .logs
+            .iter()
+            .any(|l| l.message == "0.1.0 plugin got message.created evt-1"),
+        "{:?}",
+        delivery.logs
+    );
+    assert_eq!(kv.value("old", "seen"), Some(1i64.to_le_bytes().to_vec()));
+
+    for (answer, expected) in [
+        ("retry", Outcome::Retry("asked to retry".into())),
+        ("give-up", Outcome::GiveUp("asked to give up".into())),
+    ] {
+        let mut s = s.clone();
+        s.config.insert("answer".into(), answer.into());
+        let plugin = load(&host, s);
+        assert_eq!(host.deliver(&plugin, &event(1)).await.outcome, expected);
+    }
+}

@@ -23,10 +23,11 @@
 //!   Protocol's events ([`model`], [`Payload`]); unknown fields are kept.
 //! - **Synchronous handler.** `handle` is a plain function; [`http::post_json`] blocks on
 //!   its request, so a plugin that never does I/O pays nothing for it.
-//! - **Outgoing HTTP is standard `wasi:http`.** The host polices it with the plugin's
-//!   allow-list; no hookd-specific ABI. [`http::post_json`] calls `wasi:http` directly (the
-//!   fewest host calls a request can take, a `Content-Length` body); `wstd`'s client is
-//!   re-exported for anything else.
+//! - **Outgoing HTTP in one host call.** [`http::send`] (and [`http::post_json`], [`http::get`])
+//!   hand the whole request to `hookd:plugin/http` and get the whole answer back: one call
+//!   where `wasi:http` takes a couple of dozen, under the same policy (allow-list, address
+//!   checks, pooled connections, caps). `wstd`'s `wasi:http` client is re-exported for
+//!   streamed bodies.
 
 #[doc(hidden)]
 pub mod bindings {
@@ -204,20 +205,45 @@ pub mod kv {
     }
 }
 
-/// Outgoing HTTP over `wasi:http`, limited by the plugin's `[capabilities] http` allow-list.
+/// Outgoing HTTP, limited by the plugin's `[capabilities] http` allow-list.
+///
+/// [`send`], [`get`] and [`post_json`] make the whole request in one host call
+/// (`hookd:plugin/http`): the body up to 1 MiB, the answer read whole up to the manifest's
+/// `http_max_response_bytes`. `wstd`'s client (re-exported here) speaks `wasi:http`, under the
+/// same policy, for streamed bodies.
 pub mod http {
     use crate::Error;
+    use crate::bindings::hookd::plugin::http as host;
 
     pub use wstd::http::{Body, Client, Method, Request, Response, StatusCode};
 
-    /// A finished response: status and the whole body.
-    #[derive(Debug, Clone)]
+    /// A finished response: status, headers (names in lowercase) and the whole body.
+    #[derive(Debug, Clone, Default)]
+    #[non_exhaustive]
     pub struct Answer {
         pub status: u16,
+        pub headers: Vec<(String, String)>,
         pub body: Vec<u8>,
     }
 
     impl Answer {
+        /// An answer with `status` and `body` and no headers (for tests of a plugin's logic).
+        pub fn new(status: u16, body: Vec<u8>) -> Answer {
+            Answer {
+                status,
+                headers: Vec::new(),
+                body,
+            }
+        }
+
+        /// The first value of header `name` (any case).
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+
         /// Maps the status to a delivery outcome: 2xx is fine, 429 and 5xx are worth a retry,
         /// any other status is permanent.
         pub fn into_result(self, what: &str) -> Result<Answer, Error> {
@@ -229,202 +255,70 @@ pub mod http {
         }
     }
 
-    /// POSTs `json` to `url` with extra `headers`; blocks until the whole answer arrived.
-    /// A refused or failed connection is a retry.
+    /// Sends `method url` with `headers` and `body` (sent with a `Content-Length`), and
+    /// waits for the whole answer, within the manifest's `http_timeout_ms`.
     ///
-    /// The body goes with a `Content-Length` (the server reads a plain body, not chunks), and
-    /// the request is made with `wasi:http` directly, in about two dozen host calls: no
-    /// executor, no header map copied in or out. `content-length` and `transfer-encoding` in
-    /// `headers` are ignored (the body's framing is this function's).
+    /// A refused origin or address and a failed exchange are a retry (a fixed manifest, a
+    /// server back up, let it pass); a request that cannot be sent as written, or an answer
+    /// over the size cap, gives up. `content-length`, `transfer-encoding`, `connection` and
+    /// `host` in `headers` are ignored: they are the host's.
+    pub fn send(
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Answer, Error> {
+        let request = host::Request {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: body.to_vec(),
+            timeout_ms: None,
+        };
+        match host::send(&request) {
+            Ok(r) => Ok(Answer {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
+            Err(host::Error::Denied(m)) => {
+                Err(Error::retry(format!("{method} {url} refused: {m}")))
+            }
+            Err(host::Error::Failed(m)) => Err(Error::retry(format!("{method} {url} failed: {m}"))),
+            Err(host::Error::Invalid(m)) => {
+                Err(Error::give_up(format!("bad request {method} {url}: {m}")))
+            }
+            Err(host::Error::ResponseTooLarge(limit)) => Err(Error::give_up(format!(
+                "{method} {url}: the answer is over the {limit} bytes this plugin may receive"
+            ))),
+        }
+    }
+
+    /// GETs `url` with `headers`; see [`send`].
+    pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Answer, Error> {
+        send("GET", url, headers, &[])
+    }
+
+    /// POSTs `json` to `url` with extra `headers` (and `content-type: application/json`,
+    /// unless `headers` names one); see [`send`].
     pub fn post_json(
         url: &str,
         headers: &[(&str, &str)],
         json: &serde_json::Value,
     ) -> Result<Answer, Error> {
         let body = serde_json::to_vec(json).map_err(|e| Error::give_up(e.to_string()))?;
-        raw::post(url, "application/json", headers, &body)
-    }
-
-    /// The `wasi:http` calls behind [`post_json`].
-    mod raw {
-        use crate::Error;
-        use wasip2::http::outgoing_handler;
-        use wasip2::http::types::{
-            ErrorCode, Fields, FutureIncomingResponse, IncomingResponse, Method, OutgoingBody,
-            OutgoingRequest, Scheme,
-        };
-        use wasip2::io::streams::{OutputStream, StreamError};
-
-        /// Bodies up to this size are written and finished before the request is handed to
-        /// the host, so its head and body leave in one write. It is the most one
-        /// `blocking-write-and-flush` takes, and fits the host's body buffer with nobody
-        /// reading it yet.
-        const SMALL_BODY: usize = 4096;
-        /// Bytes asked for per read of the answer: most answers arrive in one.
-        const READ_CHUNK: u64 = 64 * 1024;
-
-        pub(super) fn post(
-            url: &str,
-            content_type: &str,
-            headers: &[(&str, &str)],
-            body: &[u8],
-        ) -> Result<super::Answer, Error> {
-            let bad = |what: &dyn std::fmt::Display| {
-                Error::give_up(format!("bad request to {url}: {what}"))
-            };
-            let uri: wstd::http::Uri = url.parse().map_err(|e| bad(&e))?;
-            let scheme = match uri.scheme_str() {
-                Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
-                Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
-                Some(s) => Scheme::Other(s.to_owned()),
-                None => return Err(bad(&"the URL has no scheme")),
-            };
-            let authority = uri
-                .authority()
-                .ok_or_else(|| bad(&"the URL has no host"))?
-                .as_str();
-            let path = uri.path_and_query().map_or("/", |p| p.as_str());
-
-            let length = body.len().to_string();
-            let mut fields: Vec<(String, Vec<u8>)> = Vec::with_capacity(headers.len() + 2);
-            fields.push(("content-type".into(), content_type.as_bytes().to_vec()));
-            fields.push(("content-length".into(), length.into_bytes()));
-            for (name, value) in headers {
-                if name.eq_ignore_ascii_case("content-length")
-                    || name.eq_ignore_ascii_case("transfer-encoding")
-                {
-                    continue;
-                }
-                fields.push((name.to_ascii_lowercase(), value.as_bytes().to_vec()));
-            }
-            let fields = Fields::from_list(&fields).map_err(|e| bad(&format!("{e:?}")))?;
-            let request = OutgoingRequest::new(fields);
-            request
-                .set_method(&Method::Post)
-                .and_then(|()| request.set_scheme(Some(&scheme)))
-                .and_then(|()| request.set_authority(Some(authority)))
-                .and_then(|()| request.set_path_with_query(Some(path)))
-                .map_err(|()| bad(&"the host refused its method, scheme, host or path"))?;
-            let outgoing = request
-                .body()
-                .map_err(|()| bad(&"the host refused its body"))?;
-            let failed = |what: String| Error::retry(format!("POST {url} failed: {what}"));
-
-            let answer = if body.len() <= SMALL_BODY {
-                write_body(&outgoing, body).map_err(&failed)?;
-                OutgoingBody::finish(outgoing, None).map_err(|e| failed(describe(&e)))?;
-                outgoing_handler::handle(request, None).map_err(|e| failed(describe(&e)))?
-            } else {
-                let answer =
-                    outgoing_handler::handle(request, None).map_err(|e| failed(describe(&e)))?;
-                // A write fails when the host dropped the request (refused, or the
-                // connection failed): the answer then says why.
-                if let Err(what) = write_body(&outgoing, body) {
-                    drop(outgoing);
-                    return Err(failed(refusal(&answer).unwrap_or(what)));
-                }
-                if let Err(e) = OutgoingBody::finish(outgoing, None) {
-                    return Err(failed(refusal(&answer).unwrap_or_else(|| describe(&e))));
-                }
-                answer
-            };
-
-            let response = wait(&answer).map_err(|e| failed(describe(&e)))?;
-            drop(answer);
-            let status = response.status();
-            let body = read_body(&response).map_err(|what| {
-                Error::retry(format!("reading the answer of {url} failed: {what}"))
-            })?;
-            Ok(super::Answer { status, body })
+        if headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
+            return send("POST", url, headers, &body);
         }
-
-        /// Writes all of `bytes` to the body, as fast as the host takes them.
-        fn write_body(outgoing: &OutgoingBody, bytes: &[u8]) -> Result<(), String> {
-            let stream = outgoing
-                .write()
-                .map_err(|()| "the body was already taken".to_owned())?;
-            let result = if bytes.len() <= SMALL_BODY {
-                if bytes.is_empty() {
-                    Ok(())
-                } else {
-                    stream.blocking_write_and_flush(bytes)
-                }
-            } else {
-                write_all(&stream, bytes)
-            };
-            // The stream must be gone before the body is finished.
-            drop(stream);
-            result.map_err(|e| stream_error(&e))
-        }
-
-        fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> Result<(), StreamError> {
-            let mut ready = None;
-            while !bytes.is_empty() {
-                let room = stream.check_write()?;
-                if room == 0 {
-                    ready.get_or_insert_with(|| stream.subscribe()).block();
-                    continue;
-                }
-                let n = bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-                stream.write(&bytes[..n])?;
-                bytes = &bytes[n..];
-            }
-            Ok(())
-        }
-
-        /// The error the host answered with, if it already did.
-        fn refusal(answer: &FutureIncomingResponse) -> Option<String> {
-            match answer.get() {
-                Some(Ok(Err(e))) => Some(describe(&e)),
-                _ => None,
-            }
-        }
-
-        fn wait(answer: &FutureIncomingResponse) -> Result<IncomingResponse, ErrorCode> {
-            loop {
-                match answer.get() {
-                    Some(Ok(result)) => return result,
-                    // Taken twice: cannot happen, as this is the only `get` after a ready one.
-                    Some(Err(())) => return Err(ErrorCode::InternalError(None)),
-                    None => answer.subscribe().block(),
-                }
-            }
-        }
-
-        fn read_body(response: &IncomingResponse) -> Result<Vec<u8>, String> {
-            let body = response
-                .consume()
-                .map_err(|()| "the body was already taken".to_owned())?;
-            let stream = body
-                .stream()
-                .map_err(|()| "the body stream was already taken".to_owned())?;
-            let mut out = Vec::new();
-            let result = loop {
-                match stream.blocking_read(READ_CHUNK) {
-                    Ok(chunk) if out.is_empty() => out = chunk,
-                    Ok(chunk) => out.extend_from_slice(&chunk),
-                    Err(StreamError::Closed) => break Ok(out),
-                    Err(e) => break Err(stream_error(&e)),
-                }
-            };
-            drop(stream);
-            result
-        }
-
-        fn stream_error(e: &StreamError) -> String {
-            match e {
-                StreamError::Closed => "the stream was closed".to_owned(),
-                StreamError::LastOperationFailed(error) => {
-                    match wasip2::http::types::http_error_code(error) {
-                        Some(code) => describe(&code),
-                        None => error.to_debug_string(),
-                    }
-                }
-            }
-        }
-
-        fn describe(code: &ErrorCode) -> String {
-            format!("{code:?}")
-        }
+        let mut all = Vec::with_capacity(headers.len() + 1);
+        all.push(("content-type", "application/json"));
+        all.extend_from_slice(headers);
+        send("POST", url, &all, &body)
     }
 }
