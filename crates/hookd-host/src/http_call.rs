@@ -10,7 +10,8 @@
 //! - **Whole bodies, bounded.** The request body is at most [`MAX_CALL_BODY_BYTES`] (larger
 //!   ones stream through `wasi:http`), headers at most [`crate::plugin::MAX_FIELDS_BYTES`]
 //!   like a `wasi:http` `fields`, and the answer's body is read up to the manifest's
-//!   `http_max_response_bytes`, refused as soon as its declared length or its bytes pass it.
+//!   `http_max_response_bytes` (at most [`MAX_CALL_ANSWER_BYTES`]), refused as soon as its
+//!   declared length or its bytes pass it.
 //!   What the host holds for one call is within `HOST_BYTES_PER_INSTANCE`.
 //! - **One deadline.** `timeout-ms` (capped by, and defaulting to, `http_timeout_ms`) bounds
 //!   the whole exchange: waiting for a slot, connecting, the answer and its body.
@@ -30,6 +31,11 @@ use crate::state::HostState;
 
 /// Largest request body `send` takes; larger ones go through `wasi:http`, streamed.
 pub(crate) const MAX_CALL_BODY_BYTES: usize = 1 << 20;
+/// Largest answer body `send` holds for the guest, whatever the manifest's
+/// `http_max_response_bytes` (up to 16 MiB) allows: with the request body, within the
+/// outgoing buffers `HOST_BYTES_PER_INSTANCE` counts. Larger answers stream through
+/// `wasi:http`.
+pub(crate) const MAX_CALL_ANSWER_BYTES: u64 = 3 << 20;
 
 /// Headers the host sets itself (framing, the connection, the authority).
 const HOST_HEADERS: [&str; 9] = [
@@ -86,7 +92,7 @@ async fn send(policy: &HttpPolicy, request: wit::Request) -> Result<wit::Respons
             .await
             .map_err(failed)?;
         let (head, mut body) = response.into_parts();
-        let cap = policy.max_response_bytes();
+        let cap = policy.max_response_bytes().min(MAX_CALL_ANSWER_BYTES);
         let too_large = || {
             warn!(plugin = %policy.plugin(), %url, limit = cap,
                 "outgoing answer refused: body over the size cap");

@@ -525,4 +525,17 @@ async fn one_call_stops_an_answer_over_the_size_cap() {
         lines.contains(&format!("body_bytes={}", 256 * 1024)),
         "{lines:?}"
     );
+
+    // A manifest may allow more than one call holds (3 MiB): that answer streams through
+    // wasi:http instead.
+    let mut s = caller(&origin, &format!("{origin}/big/{}", 4 << 20), &[]);
+    s.capabilities.http_max_response_bytes = 8 << 20;
+    s.limits.memory_bytes = 64 << 20;
+    let plugin = load(&host, s);
+    let delivery = host.deliver(&plugin, &event(3)).await;
+    assert!(
+        matches!(&delivery.outcome, Outcome::GiveUp(m) if m.contains(&(3u64 << 20).to_string())),
+        "{:?}",
+        delivery.outcome
+    );
 }
