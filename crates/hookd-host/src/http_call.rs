@@ -61,18 +61,22 @@ async fn send(policy: &HttpPolicy, request: wit::Request) -> Result<wit::Respons
         Duration::from_millis(ms.into()).min(policy.timeout())
     });
     let (target, request) = build(policy, request)?;
-    let url = format!(
-        "{}://{}:{}",
-        if target.tls { "https" } else { "http" },
-        target.host,
-        target.port
-    );
+    // Only messages need the origin as text: formatted when one is written, not per request.
+    let url = || {
+        format!(
+            "{}://{}:{}",
+            if target.tls { "https" } else { "http" },
+            target.host,
+            target.port
+        )
+    };
     let failed = |e: Error| match e {
         Error::DestinationIpProhibited => wit::Error::Denied(format!(
-            "{url} resolves to a non-public address, which this plugin may not reach \
-             (`http_allow_private_addresses`)"
+            "{} resolves to a non-public address, which this plugin may not reach \
+             (`http_allow_private_addresses`)",
+            url()
         )),
-        e => wit::Error::Failed(describe(&e, &url)),
+        e => wit::Error::Failed(describe(&e, &url())),
     };
     let exchange = async {
         let Some(delivery_slot) = policy.delivery_slot().await else {
@@ -94,7 +98,7 @@ async fn send(policy: &HttpPolicy, request: wit::Request) -> Result<wit::Respons
         let (head, mut body) = response.into_parts();
         let cap = policy.max_response_bytes().min(MAX_CALL_ANSWER_BYTES);
         let too_large = || {
-            warn!(plugin = %policy.plugin(), %url, limit = cap,
+            warn!(plugin = %policy.plugin(), url = %url(), limit = cap,
                 "outgoing answer refused: body over the size cap");
             wit::Error::ResponseTooLarge(cap)
         };
@@ -135,7 +139,8 @@ async fn send(policy: &HttpPolicy, request: wit::Request) -> Result<wit::Respons
     match tokio::time::timeout(limit, exchange).await {
         Ok(answer) => answer,
         Err(_) => Err(wit::Error::Failed(format!(
-            "{url}: no complete answer within {} ms",
+            "{}: no complete answer within {} ms",
+            url(),
             limit.as_millis()
         ))),
     }
@@ -192,8 +197,12 @@ fn build(
             d.scheme, d.host, d.port
         ))
     })?;
-    let method = http::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
-        .map_err(|_| invalid(format!("`{}` is not an HTTP method", request.method)))?;
+    let method = if request.method.bytes().any(|b| b.is_ascii_lowercase()) {
+        http::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+    } else {
+        http::Method::from_bytes(request.method.as_bytes())
+    }
+    .map_err(|_| invalid(format!("`{}` is not an HTTP method", request.method)))?;
     if request.body.len() > MAX_CALL_BODY_BYTES {
         return Err(invalid(format!(
             "a body of {} bytes is over the {MAX_CALL_BODY_BYTES} bytes one call sends; \

@@ -213,13 +213,12 @@ impl WasiHttpHooks for HttpPolicy {
             Ok(target) => target,
             Err(denied) => return Box::new(async move { Err(denied.into()) }),
         };
-        let host = target.host.clone();
         let declared = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > MAX_REQUEST_BODY_BYTES) {
-            warn!(plugin = %self.plugin, %host, bytes = declared, limit = MAX_REQUEST_BODY_BYTES,
+            warn!(plugin = %self.plugin, host = %target.host, bytes = declared, limit = MAX_REQUEST_BODY_BYTES,
                 "outgoing request refused: body over the size cap");
             return Box::new(async {
                 Err(Error::HttpRequestBodySize(Some(MAX_REQUEST_BODY_BYTES)))

@@ -40,7 +40,8 @@ pub(crate) const MAX_HOST_RESOURCES: usize = 1024;
 pub(crate) const MAX_FIELDS_BYTES: usize = 16 * 1024;
 /// What one running instance may make the host hold beyond its linear memories, at most:
 /// header fields (resources x bytes per fields), captured output and log text, the outgoing
-/// request and response buffers (a one-call request: its body and answer, 1 + 3 MiB). Counted per instance by the memory budget (`hookd check`).
+/// request and response buffers (a one-call request: its body and answer, 1 + 3 MiB).
+/// Counted per instance by the memory budget (`hookd check`).
 pub const HOST_BYTES_PER_INSTANCE: u64 = (MAX_HOST_RESOURCES * MAX_FIELDS_BYTES
     + MAX_CAPTURED_OUTPUT
     + 2 * 256 * 1024

@@ -464,7 +464,7 @@ async fn one_call_refuses_what_the_policy_refuses() {
     };
 
     // Another port of the same host is another origin: refused, a retry (the manifest may
-    // be fixed), and nothing sent.
+    // be fixed).
     let other = format!("http://127.0.0.1:{}/x", addr.port() + 1);
     let refused = outcome(vec![], other).await;
     assert!(
