@@ -93,6 +93,15 @@ pub trait DeliveryQueue: Send + Sync + 'static {
     /// through `due`, so that one process runs it.
     fn exclusive(&self) -> bool;
 
+    /// Says which event patterns `plugin` subscribes to (`message.*`, `*`), when it is loaded
+    /// or reloaded, before any event is routed to it. A backend that routes by pattern (a
+    /// consumer per plugin with a subject filter) makes sure it will receive them; one that
+    /// stores deliveries by name, like SQLite, needs nothing.
+    async fn subscribe(&self, plugin: &str, patterns: &[String]) -> Result<(), StorageError> {
+        let _ = (plugin, patterns);
+        Ok(())
+    }
+
     /// Deliveries of `plugins` due at `now_ms`, oldest due first: at most `limit`, and no more
     /// once their payloads add up to `max_bytes` (at least one when any is due). A delivery is
     /// returned again until an outcome is recorded, so the caller skips those it is running.

@@ -25,6 +25,8 @@ mod wait;
 mod client;
 #[cfg(feature = "fake-api")]
 pub mod fake_api;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "store")]
 mod store;
 

@@ -1,0 +1,1018 @@
+//! The delivery queue on JetStream: one durable pull consumer per plugin, shared by every
+//! instance. What this instance fetched and has not finished is *held*: leased to it (the
+//! lease renewed with `Progress`), answered by `due` until an outcome is recorded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::{AckKind, Acker, PublishMessage};
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hookd_storage::{
+    AttemptRecord, AttemptResult, Claim, DeadLetter, DueDelivery, PluginDeliveries, ReplaySelector,
+    StorageError, now_ms,
+};
+use tokio::sync::OnceCell;
+use tracing::{debug, warn};
+
+use crate::names::{covered, escape_header, reduce, unescape_header};
+use crate::state::{DeliveryState, state_key};
+use crate::{Inner, failed, header, lock};
+
+/// Held deliveries' payloads, in all, past which this instance fetches no more.
+const HELD_MAX_BYTES: usize = 64 << 20;
+/// The longest error text kept with a delivery or a dead letter.
+const MAX_ERROR_BYTES: usize = 4096;
+/// How long attempt state outlives the moment it stops mattering.
+const STATE_MARGIN: Duration = Duration::from_secs(24 * 3600);
+/// Messages JetStream may hand out to one plugin's consumer without an ack, cluster-wide;
+/// retries waiting for their time count too.
+const MAX_ACK_PENDING: i64 = 100_000;
+
+/// A delivery this instance fetched and leases.
+pub(crate) struct Held {
+    /// The reply subject of its latest delivery: acks, naks and lease renewals go there.
+    reply: Subject,
+    generation: u64,
+    event_id: String,
+    event_type: String,
+    payload: String,
+    received_at_ms: i64,
+    state: DeliveryState,
+    /// The state's revision in the deliveries bucket (0: never written).
+    revision: u64,
+    /// Claimed and not yet recorded: the plugin runs.
+    running: bool,
+}
+
+impl Held {
+    fn due(&self, plugin: &str, seq: i64) -> DueDelivery {
+        DueDelivery {
+            event_seq: seq,
+            plugin: plugin.to_owned(),
+            attempts: self.state.attempts,
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.clone(),
+            payload: self.payload.clone(),
+            received_at_ms: self.received_at_ms,
+            updated_at_ms: self.state.updated_at_ms,
+            started: self.state.started,
+            claimed_by: self.state.by,
+        }
+    }
+}
+
+/// A plugin's consumer, and the filters it is known to have.
+pub(crate) struct ConsumerHandle {
+    consumer: PullConsumer,
+    filters: Mutex<Vec<String>>,
+    widening: tokio::sync::Mutex<()>,
+}
+
+/// The consumers this instance has opened, by plugin.
+#[derive(Default)]
+pub(crate) struct Consumers {
+    map: Mutex<HashMap<String, Arc<OnceCell<Arc<ConsumerHandle>>>>>,
+}
+
+fn configured_filters(config: &consumer::Config) -> Vec<String> {
+    let mut filters = config.filter_subjects.clone();
+    if !config.filter_subject.is_empty() {
+        filters.push(config.filter_subject.clone());
+    }
+    filters
+}
+
+fn consumer_config(inner: &Inner, plugin: &str, filters: Vec<String>) -> consumer::pull::Config {
+    let name = inner.names.consumer(plugin);
+    consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        name: Some(name),
+        description: Some(format!("hookd: deliveries to plugin {plugin}")),
+        deliver_policy: DeliverPolicy::New,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: inner.config.ack_wait,
+        max_deliver: -1,
+        max_ack_pending: MAX_ACK_PENDING,
+        filter_subjects: filters,
+        ..Default::default()
+    }
+}
+
+impl Consumers {
+    fn slot(&self, plugin: &str) -> Arc<OnceCell<Arc<ConsumerHandle>>> {
+        lock(&self.map)
+            .entry(plugin.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn clear(&self) {
+        lock(&self.map).clear();
+    }
+
+    /// The consumer of `plugin`, created if it does not exist, its filters widened to cover
+    /// `patterns` (when known) and `subject` (an event about to be published for it). A
+    /// filter is never narrowed here: instances serving different versions of a plugin only
+    /// ever add what theirs wants, so the consumer's configuration does not flip between them.
+    pub(crate) async fn ensure(
+        &self,
+        inner: &Inner,
+        plugin: &str,
+        patterns: Option<&[String]>,
+        subject: Option<&str>,
+    ) -> Result<Arc<ConsumerHandle>, StorageError> {
+        let slot = self.slot(plugin);
+        let wanted_at_creation = inner
+            .names
+            .consumer_filters(plugin, patterns.unwrap_or_default());
+        let handle = slot
+            .get_or_try_init(|| open(inner, plugin, wanted_at_creation))
+            .await?
+            .clone();
+        let mut wanted: Vec<String> = patterns
+            .map(|p| inner.names.consumer_filters(plugin, p))
+            .unwrap_or_default();
+        wanted.extend(subject.map(str::to_owned));
+        let missing = {
+            let filters = lock(&handle.filters);
+            wanted.iter().any(|w| !covered(&filters, w))
+        };
+        if missing {
+            widen(inner, plugin, &handle, wanted).await?;
+        }
+        Ok(handle)
+    }
+
+    /// The consumer of `plugin` if one exists (polling for a plugin creates nothing).
+    async fn existing(
+        &self,
+        inner: &Inner,
+        plugin: &str,
+    ) -> Result<Option<Arc<ConsumerHandle>>, StorageError> {
+        let slot = self.slot(plugin);
+        if let Some(handle) = slot.get() {
+            return Ok(Some(handle.clone()));
+        }
+        let name = inner.names.consumer(plugin);
+        match inner.events.consumer_info(&name).await {
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(failed("cannot read a plugin's consumer", e)),
+        }
+        let handle = slot
+            .get_or_try_init(|| open(inner, plugin, Vec::new()))
+            .await?;
+        Ok(Some(handle.clone()))
+    }
+}
+
+/// Opens `plugin`'s consumer, creating it with `filters` if it does not exist.
+async fn open(
+    inner: &Inner,
+    plugin: &str,
+    filters: Vec<String>,
+) -> Result<Arc<ConsumerHandle>, StorageError> {
+    let name = inner.names.consumer(plugin);
+    let consumer: PullConsumer = match inner.events.get_consumer(&name).await {
+        Ok(c) => c,
+        Err(_) if !filters.is_empty() => {
+            match inner
+                .events
+                .create_consumer_strict(consumer_config(inner, plugin, filters))
+                .await
+            {
+                Ok(c) => c,
+                // Another instance created it meanwhile.
+                Err(create) => inner.events.get_consumer(&name).await.map_err(|e| {
+                    failed(
+                        &format!("cannot create the consumer of plugin {plugin} ({create})"),
+                        e,
+                    )
+                })?,
+            }
+        }
+        Err(e) => return Err(failed("cannot open a plugin's consumer", e)),
+    };
+    let filters = configured_filters(&consumer.cached_info().config);
+    Ok(Arc::new(ConsumerHandle {
+        consumer,
+        filters: Mutex::new(filters),
+        widening: tokio::sync::Mutex::new(()),
+    }))
+}
+
+/// Adds `wanted` to the consumer's filters, reading the configuration first so that what
+/// other instances added stays.
+async fn widen(
+    inner: &Inner,
+    plugin: &str,
+    handle: &ConsumerHandle,
+    wanted: Vec<String>,
+) -> Result<(), StorageError> {
+    let _one_at_a_time = handle.widening.lock().await;
+    let name = inner.names.consumer(plugin);
+    let info = inner
+        .events
+        .consumer_info(&name)
+        .await
+        .map_err(|e| failed("cannot read a plugin's consumer", e))?;
+    let current = configured_filters(&info.config);
+    if wanted.iter().all(|w| covered(&current, w)) {
+        *lock(&handle.filters) = current;
+        return Ok(());
+    }
+    let filters = reduce(current.iter().cloned().chain(wanted).collect());
+    debug!(plugin, ?filters, "widening a plugin's consumer");
+    let mut config = info.config.clone();
+    config.filter_subject = String::new();
+    config.filter_subjects = filters.clone();
+    inner
+        .events
+        .update_consumer(config)
+        .await
+        .map_err(|e| failed("cannot update a plugin's consumer", e))?;
+    *lock(&handle.filters) = filters;
+    Ok(())
+}
+
+/// Renews the leases of held deliveries until the backend goes.
+pub(crate) async fn keep_leases(inner: Weak<Inner>) {
+    let every = match inner.upgrade() {
+        Some(i) => (i.config.ack_wait / 3).max(Duration::from_millis(100)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let replies: Vec<Subject> = lock(&inner.held)
+            .values()
+            .map(|h| h.reply.clone())
+            .collect();
+        inner.metrics.held.set(replies.len() as i64);
+        for reply in replies {
+            if let Err(e) = inner
+                .client
+                .publish(reply, Bytes::from_static(b"+WPI"))
+                .await
+            {
+                debug!(error = %e, "cannot renew a lease");
+            }
+        }
+    }
+}
+
+fn acker(inner: &Inner, reply: &Subject) -> Acker {
+    Acker::new(inner.js.clone(), Some(reply.clone()))
+}
+
+/// Gives back (nak, at once) held deliveries that `release` picks and that no plugin runs,
+/// so that another instance takes them now rather than after their lease.
+pub(crate) async fn release_held(inner: &Inner, release: impl Fn(&str) -> bool) {
+    let released: Vec<Subject> = {
+        let mut held = lock(&inner.held);
+        let keys: Vec<(String, i64)> = held
+            .iter()
+            .filter(|((plugin, _), h)| !h.running && release(plugin))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter()
+            .filter_map(|k| held.remove(k))
+            .map(|h| h.reply)
+            .collect()
+    };
+    for reply in released {
+        let _ = acker(inner, &reply).ack_with(AckKind::Nak(None)).await;
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.as_str())
+}
+
+fn header_num<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
+    header_str(headers, name)?.parse().ok()
+}
+
+/// A delivery's state and its revision, as last written (none: never claimed).
+async fn read_state(
+    inner: &Inner,
+    key: &str,
+) -> Result<(Option<DeliveryState>, u64), StorageError> {
+    let entry = inner
+        .deliveries
+        .entry(key)
+        .await
+        .map_err(|e| failed("cannot read a delivery's state", e))?;
+    Ok(match entry {
+        Some(e) if e.operation == async_nats::jetstream::kv::Operation::Put => {
+            (serde_json::from_slice(&e.value).ok(), e.revision)
+        }
+        Some(e) => (None, e.revision),
+        None => (None, 0),
+    })
+}
+
+enum WriteState {
+    Written(u64),
+    /// Someone else wrote it since we read it: the delivery is no longer ours.
+    Conflict,
+}
+
+/// Writes a delivery's state if it is still at `revision`, with a TTL past the moment it can
+/// matter.
+async fn write_state(
+    inner: &Inner,
+    key: &str,
+    state: &DeliveryState,
+    revision: u64,
+) -> Result<WriteState, StorageError> {
+    let until_due = Duration::from_millis(u64::try_from(state.next_at_ms - now_ms()).unwrap_or(0));
+    let ttl = (until_due + inner.config.ack_wait + STATE_MARGIN)
+        .min(inner.config.max_event_age + STATE_MARGIN);
+    let body = serde_json::to_vec(state).map_err(|e| failed("a delivery's state", e))?;
+    let subject = format!("{}{key}", inner.deliveries.prefix);
+    let publish = PublishMessage::build()
+        .payload(Bytes::from(body))
+        .expected_last_subject_sequence(revision)
+        .ttl(ttl);
+    let acked = async { inner.js.send_publish(subject, publish).await?.await }.await;
+    match acked {
+        Ok(ack) => Ok(WriteState::Written(ack.sequence)),
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(WriteState::Conflict),
+        Err(e) => Err(failed("cannot write a delivery's state", e)),
+    }
+}
+
+/// What a fetched message is, read from its subject and headers.
+struct Fetched {
+    seq: i64,
+    generation: u64,
+    event_id: String,
+    event_type: String,
+    received_at_ms: i64,
+    due_ms: i64,
+}
+
+fn parse_fetched(
+    inner: &Inner,
+    plugin: &str,
+    subject: &str,
+    headers: &HeaderMap,
+    stream_seq: u64,
+) -> Option<Result<Fetched, ()>> {
+    let replay = subject == inner.names.replay_subject(plugin);
+    if !replay {
+        let named = header_str(headers, header::PLUGINS)?
+            .split(',')
+            .any(|p| p == plugin);
+        if !named {
+            return None;
+        }
+    }
+    let parsed = (|| {
+        let received_at_ms: i64 = header_num(headers, header::RECEIVED_MS)?;
+        let (seq, generation, due_ms) = if replay {
+            (
+                header_num(headers, header::SEQ)?,
+                header_num(headers, header::GEN)?,
+                header_num(headers, header::DUE_MS)?,
+            )
+        } else {
+            (i64::try_from(stream_seq).ok()?, 0, received_at_ms)
+        };
+        Some(Fetched {
+            seq,
+            generation,
+            event_id: unescape_header(header_str(headers, header::ID)?)?,
+            event_type: unescape_header(header_str(headers, header::TYPE)?)?,
+            received_at_ms,
+            due_ms,
+        })
+    })();
+    Some(parsed.ok_or(()))
+}
+
+/// Takes one fetched message into the held set, or settles it at once: not this plugin's
+/// (ack), malformed (term), dead already (finish what a crash interrupted), or back early
+/// from a retry (nak until its time).
+async fn admit(inner: &Inner, plugin: &str, message: async_nats::jetstream::Message) {
+    let (stream_seq, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(e) => {
+            warn!(error = %e, plugin, "a delivery without JetStream metadata; skipped");
+            return;
+        }
+    };
+    let Some(reply) = message.reply.clone() else {
+        return;
+    };
+    let empty = HeaderMap::new();
+    let headers = message.headers.as_ref().unwrap_or(&empty);
+    let fetched = match parse_fetched(inner, plugin, message.subject.as_str(), headers, stream_seq)
+    {
+        None => {
+            // Another plugin's event on a filter wider than this plugin's patterns.
+            let _ = self::acker(inner, &reply).ack().await;
+            return;
+        }
+        Some(Err(())) => {
+            warn!(
+                plugin,
+                subject = %message.subject,
+                stream_seq,
+                "a message hookd did not write is on its stream; ended without delivery"
+            );
+            let _ = self::acker(inner, &reply).ack_with(AckKind::Term).await;
+            return;
+        }
+        Some(Ok(f)) => f,
+    };
+    let key = (plugin.to_owned(), fetched.seq);
+    if let Some(h) = lock(&inner.held).get_mut(&key) {
+        // Our own lease ran out and came back to us: the newest reply subject wins.
+        h.reply = reply;
+        return;
+    }
+    let Ok(payload) = String::from_utf8(message.payload.to_vec()) else {
+        warn!(
+            plugin,
+            stream_seq, "an event payload that is not UTF-8; ended without delivery"
+        );
+        let _ = self::acker(inner, &reply).ack_with(AckKind::Term).await;
+        return;
+    };
+    let (mut state, mut revision) = (None, 0);
+    if delivered > 1 {
+        inner
+            .metrics
+            .redeliveries
+            .get_or_create(&crate::metrics::PluginLabel {
+                plugin: plugin.to_owned(),
+            })
+            .inc();
+        match read_state(
+            inner,
+            &state_key(plugin, fetched.seq as u64, fetched.generation),
+        )
+        .await
+        {
+            Ok((s, r)) => (state, revision) = (s, r),
+            Err(e) => {
+                // Not knowing its attempts, leave it for the lease to bring back.
+                warn!(error = %e, plugin, "cannot read a redelivered delivery's state");
+                return;
+            }
+        }
+    }
+    let state = state.unwrap_or_else(|| DeliveryState::fresh(fetched.due_ms));
+    let mut held = Held {
+        reply,
+        generation: fetched.generation,
+        event_id: fetched.event_id,
+        event_type: fetched.event_type,
+        payload,
+        received_at_ms: fetched.received_at_ms,
+        state,
+        revision,
+        running: false,
+    };
+    if held.state.dead {
+        let error = held.state.last_error.clone().unwrap_or_default();
+        if let Err(e) = bury(inner, plugin, fetched.seq, &held, &error).await {
+            warn!(error = %e, plugin, "cannot finish a dead letter; will try again");
+        }
+        return;
+    }
+    let early = held.state.next_at_ms - now_ms();
+    if early > (inner.config.ack_wait / 2).as_millis() as i64 {
+        let _ = self::acker(inner, &held.reply)
+            .ack_with(AckKind::Nak(Some(Duration::from_millis(early as u64))))
+            .await;
+        return;
+    }
+    held.running = false;
+    lock(&inner.held).insert(key, held);
+}
+
+/// Writes the dead letter (idempotent: its id is the delivery's) and ends the message.
+async fn bury(
+    inner: &Inner,
+    plugin: &str,
+    seq: i64,
+    held: &Held,
+    error: &str,
+) -> Result<(), StorageError> {
+    let mut headers = HeaderMap::new();
+    let msg_id = format!("dead.{plugin}.{seq}.{}", held.generation);
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
+    headers.insert(header::SEQ, seq.to_string().as_str());
+    headers.insert(header::ID, escape_header(&held.event_id).as_str());
+    headers.insert(header::TYPE, escape_header(&held.event_type).as_str());
+    headers.insert(header::PLUGIN, plugin);
+    headers.insert(header::ATTEMPTS, held.state.attempts.to_string().as_str());
+    headers.insert(header::ERROR, escape_header(error).as_str());
+    headers.insert(
+        header::RECEIVED_MS,
+        held.received_at_ms.to_string().as_str(),
+    );
+    headers.insert(
+        header::DIED_MS,
+        held.state.updated_at_ms.to_string().as_str(),
+    );
+    let payload = Bytes::from(held.payload.clone().into_bytes());
+    async {
+        inner
+            .js
+            .publish_with_headers(inner.names.dead_subject(plugin), headers, payload)
+            .await?
+            .await
+    }
+    .await
+    .map_err(|e| failed("cannot write a dead letter", e))?;
+    acker(inner, &held.reply)
+        .double_ack_with(AckKind::Term)
+        .await
+        .map_err(|e| failed("cannot end a dead delivery", e))
+}
+
+pub(crate) async fn due(
+    inner: &Arc<Inner>,
+    now_ms: i64,
+    plugins: Vec<String>,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<DueDelivery>, StorageError> {
+    if inner.is_closed() {
+        return Err(StorageError::Closed);
+    }
+    // Deliveries of plugins no longer asked for (unloaded here) go back to the others.
+    release_held(inner, |p| !plugins.iter().any(|q| q == p)).await;
+    if plugins.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fetches = plugins.iter().map(|plugin| async move {
+        let (count, bytes) = {
+            let held = lock(&inner.held);
+            let count = held.keys().filter(|(p, _)| p == plugin).count();
+            (count, held.values().map(|h| h.payload.len()).sum::<usize>())
+        };
+        let room = inner.config.prefetch.saturating_sub(count);
+        if room == 0 || bytes >= HELD_MAX_BYTES {
+            return Ok(());
+        }
+        let Some(handle) = inner.consumers.existing(inner, plugin).await? else {
+            return Ok(());
+        };
+        let mut batch = handle
+            .consumer
+            .fetch()
+            .max_messages(room)
+            .messages()
+            .await
+            .map_err(|e| failed("cannot fetch deliveries", e))?;
+        while let Some(message) = batch.next().await {
+            match message {
+                Ok(m) => admit(inner, plugin, m).await,
+                Err(e) => {
+                    debug!(error = %e, plugin, "fetch ended");
+                    break;
+                }
+            }
+        }
+        Ok::<(), StorageError>(())
+    });
+    for result in futures_util::future::join_all(fetches).await {
+        result?;
+    }
+    let held = lock(&inner.held);
+    let mut due: Vec<(&(String, i64), &Held)> = held
+        .iter()
+        .filter(|((p, _), h)| h.state.next_at_ms <= now_ms && plugins.iter().any(|q| q == p))
+        .collect();
+    due.sort_by_key(|((_, seq), h)| (h.state.next_at_ms, *seq));
+    let mut answer = Vec::new();
+    let mut bytes = 0usize;
+    for ((plugin, seq), h) in due.into_iter().take(limit) {
+        if !answer.is_empty() && bytes.saturating_add(h.payload.len()) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(h.payload.len());
+        answer.push(h.due(plugin, *seq));
+    }
+    Ok(answer)
+}
+
+/// A held delivery's reply, state and revision, copied out of the lock.
+fn snapshot(inner: &Inner, plugin: &str, seq: i64) -> Option<(Subject, DeliveryState, u64, u64)> {
+    lock(&inner.held)
+        .get(&(plugin.to_owned(), seq))
+        .map(|h| (h.reply.clone(), h.state.clone(), h.revision, h.generation))
+}
+
+pub(crate) async fn claim(inner: &Inner, claims: Vec<Claim>) -> Result<(), StorageError> {
+    for c in claims {
+        // Not held here: another instance has it, or it is finished.
+        let Some((reply, state, revision, generation)) = snapshot(inner, &c.plugin, c.event_seq)
+        else {
+            continue;
+        };
+        let key = (c.plugin.clone(), c.event_seq);
+        let next = DeliveryState {
+            started: c.started,
+            by: Some(c.by),
+            ..state
+        };
+        let skey = state_key(&c.plugin, c.event_seq as u64, generation);
+        match write_state(inner, &skey, &next, revision).await? {
+            WriteState::Conflict => {
+                lock(&inner.held).remove(&key);
+            }
+            WriteState::Written(rev) => {
+                let take_back = next.started <= next.attempts;
+                if take_back {
+                    lock(&inner.held).remove(&key);
+                    acker(inner, &reply)
+                        .double_ack_with(AckKind::Nak(None))
+                        .await
+                        .map_err(|e| failed("cannot give a delivery back", e))?;
+                } else {
+                    if let Some(h) = lock(&inner.held).get_mut(&key) {
+                        h.state = next;
+                        h.revision = rev;
+                        h.running = true;
+                    }
+                    let _ = acker(inner, &reply).ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn capped(error: &str) -> String {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error.to_owned();
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    error[..end].to_owned()
+}
+
+pub(crate) async fn record(inner: &Inner, records: Vec<AttemptRecord>) -> Result<(), StorageError> {
+    for r in records {
+        let Some((reply, state, revision, generation)) = snapshot(inner, &r.plugin, r.event_seq)
+        else {
+            continue;
+        };
+        let key = (r.plugin.clone(), r.event_seq);
+        let skey = state_key(&r.plugin, r.event_seq as u64, generation);
+        let attempts = state.attempts.saturating_add(1);
+        match r.result {
+            AttemptResult::Done => {
+                acker(inner, &reply)
+                    .double_ack()
+                    .await
+                    .map_err(|e| failed("cannot acknowledge a delivery", e))?;
+                lock(&inner.held).remove(&key);
+            }
+            AttemptResult::Retry {
+                next_attempt_at_ms,
+                error,
+            } => {
+                let next = DeliveryState {
+                    attempts,
+                    started: state.started.max(attempts),
+                    next_at_ms: next_attempt_at_ms,
+                    updated_at_ms: r.at_ms,
+                    last_error: Some(capped(&error)),
+                    ..state
+                };
+                let rev = match write_state(inner, &skey, &next, revision).await? {
+                    WriteState::Conflict => {
+                        lock(&inner.held).remove(&key);
+                        continue;
+                    }
+                    WriteState::Written(rev) => rev,
+                };
+                let wait = next_attempt_at_ms - now_ms();
+                if wait <= (inner.config.ack_wait / 2).as_millis() as i64 {
+                    if let Some(h) = lock(&inner.held).get_mut(&key) {
+                        h.state = next;
+                        h.revision = rev;
+                        h.running = false;
+                    }
+                } else {
+                    lock(&inner.held).remove(&key);
+                    // Lost, the lease runs out and `admit` naks it again from its state.
+                    let _ = acker(inner, &reply)
+                        .ack_with(AckKind::Nak(Some(Duration::from_millis(wait as u64))))
+                        .await;
+                }
+            }
+            AttemptResult::Dead { error } => {
+                let error = capped(&error);
+                let next = DeliveryState {
+                    attempts,
+                    started: state.started.max(attempts),
+                    updated_at_ms: r.at_ms,
+                    last_error: Some(error.clone()),
+                    dead: true,
+                    ..state
+                };
+                let rev = match write_state(inner, &skey, &next, revision).await? {
+                    WriteState::Conflict => {
+                        lock(&inner.held).remove(&key);
+                        continue;
+                    }
+                    WriteState::Written(rev) => rev,
+                };
+                let buried = {
+                    let mut held = lock(&inner.held);
+                    let Some(h) = held.get_mut(&key) else {
+                        continue;
+                    };
+                    h.state = next;
+                    h.revision = rev;
+                    Held {
+                        reply: h.reply.clone(),
+                        generation: h.generation,
+                        event_id: h.event_id.clone(),
+                        event_type: h.event_type.clone(),
+                        payload: h.payload.clone(),
+                        received_at_ms: h.received_at_ms,
+                        state: h.state.clone(),
+                        revision: rev,
+                        running: true,
+                    }
+                };
+                bury(inner, &r.plugin, r.event_seq, &buried, &error).await?;
+                lock(&inner.held).remove(&key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// When `plugin`'s first message after its ack floor came (or comes) due, unless this
+/// instance holds it (then its own state says).
+async fn first_unacked_due(inner: &Inner, plugin: &str, info: &consumer::Info) -> Option<i64> {
+    let from = info.ack_floor.stream_sequence + 1;
+    let mut first: Option<async_nats::jetstream::message::StreamMessage> = None;
+    for filter in configured_filters(&info.config) {
+        if let Ok(m) = inner
+            .events
+            .direct_get_next_for_subject(filter, Some(from))
+            .await
+            && first.as_ref().is_none_or(|f| m.sequence < f.sequence)
+        {
+            first = Some(m);
+        }
+    }
+    let m = first?;
+    let fetched = parse_fetched(inner, plugin, m.subject.as_str(), &m.headers, m.sequence)?.ok()?;
+    if lock(&inner.held).contains_key(&(plugin.to_owned(), fetched.seq)) {
+        return None;
+    }
+    let key = state_key(plugin, fetched.seq as u64, fetched.generation);
+    match read_state(inner, &key).await {
+        Ok((Some(state), _)) => Some(state.next_at_ms),
+        _ => Some(fetched.due_ms),
+    }
+}
+
+pub(crate) async fn open_deliveries(inner: &Inner) -> Result<Vec<PluginDeliveries>, StorageError> {
+    let mut rows: HashMap<String, PluginDeliveries> = HashMap::new();
+    let mut names = inner.events.consumer_names();
+    let mut consumers = Vec::new();
+    while let Some(name) = names.next().await {
+        let name = name.map_err(|e| failed("cannot list the plugins' consumers", e))?;
+        if let Some(plugin) = inner.names.consumer_plugin(&name) {
+            consumers.push((plugin.to_owned(), name));
+        }
+    }
+    for (plugin, name) in consumers {
+        let info = inner
+            .events
+            .consumer_info(&name)
+            .await
+            .map_err(|e| failed("cannot read a plugin's consumer", e))?;
+        let (mine, mine_due) = {
+            let held = lock(&inner.held);
+            let mine: Vec<i64> = held
+                .iter()
+                .filter(|((p, _), _)| *p == plugin)
+                .map(|(_, h)| h.state.next_at_ms)
+                .collect();
+            (mine.len(), mine.into_iter().min())
+        };
+        let pending = info.num_pending + info.num_ack_pending as u64;
+        inner
+            .metrics
+            .consumer_pending
+            .get_or_create(&crate::metrics::PluginLabel {
+                plugin: plugin.clone(),
+            })
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        let others_due = if info.num_pending > 0 || info.num_ack_pending > mine {
+            first_unacked_due(inner, &plugin, &info).await
+        } else {
+            None
+        };
+        let oldest_due_ms = match (mine_due, others_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        rows.insert(
+            plugin.clone(),
+            PluginDeliveries {
+                plugin,
+                pending,
+                dead: 0,
+                oldest_due_ms: if pending > 0 { oldest_due_ms } else { None },
+            },
+        );
+    }
+    for (plugin, count) in dead_counts(inner).await? {
+        rows.entry(plugin.clone())
+            .or_insert_with(|| PluginDeliveries {
+                plugin,
+                pending: 0,
+                dead: 0,
+                oldest_due_ms: None,
+            })
+            .dead = count;
+    }
+    let mut rows: Vec<PluginDeliveries> = rows.into_values().collect();
+    rows.sort_by(|a, b| a.plugin.cmp(&b.plugin));
+    Ok(rows)
+}
+
+/// Dead letters per plugin.
+async fn dead_counts(inner: &Inner) -> Result<Vec<(String, u64)>, StorageError> {
+    let mut subjects = inner
+        .dead
+        .info_with_subjects(inner.names.all_dead())
+        .await
+        .map_err(|e| failed("cannot count dead letters", e))?;
+    let mut counts = Vec::new();
+    while let Some(entry) = subjects.next().await {
+        let (subject, count) = entry.map_err(|e| failed("cannot count dead letters", e))?;
+        if let Some(plugin) = inner.names.dead_plugin(&subject) {
+            counts.push((plugin.to_owned(), count as u64));
+        }
+    }
+    Ok(counts)
+}
+
+/// A dead letter as stored, with what a replay needs.
+struct Stored {
+    position: u64,
+    letter: DeadLetter,
+    payload: Bytes,
+}
+
+/// Dead letters on `subject` (one plugin's, or all), oldest death first, at most `limit`.
+async fn read_dead(
+    inner: &Inner,
+    subject: String,
+    limit: usize,
+) -> Result<Vec<Stored>, StorageError> {
+    let total: u64 = dead_counts(inner)
+        .await?
+        .into_iter()
+        .filter(|(p, _)| {
+            subject == inner.names.all_dead() || subject == inner.names.dead_subject(p)
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let want = usize::try_from(total).unwrap_or(usize::MAX).min(limit);
+    if want == 0 {
+        return Ok(Vec::new());
+    }
+    let reader = inner
+        .dead
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subject,
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| failed("cannot read dead letters", e))?;
+    let mut messages = reader
+        .messages()
+        .await
+        .map_err(|e| failed("cannot read dead letters", e))?;
+    let mut letters = Vec::with_capacity(want);
+    while letters.len() < want {
+        let next = tokio::time::timeout(inner.config.request_timeout, messages.next()).await;
+        let message = match next {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(failed("cannot read dead letters", e)),
+            Ok(None) | Err(_) => break,
+        };
+        let (position, pending) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.pending),
+            Err(e) => return Err(failed("cannot read dead letters", e)),
+        };
+        let empty = HeaderMap::new();
+        let h = message.headers.as_ref().unwrap_or(&empty);
+        let letter = (|| {
+            Some(DeadLetter {
+                event_seq: header_num(h, header::SEQ)?,
+                event_id: unescape_header(header_str(h, header::ID)?)?,
+                event_type: unescape_header(header_str(h, header::TYPE)?)?,
+                plugin: header_str(h, header::PLUGIN)?.to_owned(),
+                attempts: header_num(h, header::ATTEMPTS)?,
+                last_error: unescape_header(header_str(h, header::ERROR)?)?,
+                received_at_ms: header_num(h, header::RECEIVED_MS)?,
+                died_at_ms: header_num(h, header::DIED_MS)?,
+            })
+        })();
+        match letter {
+            Some(letter) => letters.push(Stored {
+                position,
+                letter,
+                payload: message.payload.clone(),
+            }),
+            None => warn!(position, "a dead letter hookd did not write; skipped"),
+        }
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(letters)
+}
+
+pub(crate) async fn dead_letters(
+    inner: &Inner,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, StorageError> {
+    Ok(read_dead(inner, inner.names.all_dead(), limit)
+        .await?
+        .into_iter()
+        .map(|s| s.letter)
+        .collect())
+}
+
+pub(crate) async fn replay(
+    inner: &Inner,
+    selector: ReplaySelector,
+    plugin: Option<String>,
+    now_ms: i64,
+) -> Result<usize, StorageError> {
+    let subject = match &plugin {
+        Some(p) => inner.names.dead_subject(p),
+        None => inner.names.all_dead(),
+    };
+    let letters = read_dead(inner, subject, usize::MAX).await?;
+    let mut replayed = 0;
+    for stored in letters {
+        let l = &stored.letter;
+        if let ReplaySelector::Event(id) = &selector
+            && *id != l.event_id
+        {
+            continue;
+        }
+        let replay_subject = inner.names.replay_subject(&l.plugin);
+        inner
+            .consumers
+            .ensure(inner, &l.plugin, None, Some(&replay_subject))
+            .await?;
+        let mut headers = HeaderMap::new();
+        let msg_id = format!("replay.{}.{}", l.plugin, stored.position);
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
+        headers.insert(header::ID, escape_header(&l.event_id).as_str());
+        headers.insert(header::TYPE, escape_header(&l.event_type).as_str());
+        headers.insert(header::RECEIVED_MS, l.received_at_ms.to_string().as_str());
+        headers.insert(header::SEQ, l.event_seq.to_string().as_str());
+        headers.insert(header::GEN, stored.position.to_string().as_str());
+        headers.insert(header::DUE_MS, now_ms.to_string().as_str());
+        async {
+            inner
+                .js
+                .publish_with_headers(replay_subject, headers, stored.payload.clone())
+                .await?
+                .await
+        }
+        .await
+        .map_err(|e| failed("cannot replay a dead letter", e))?;
+        inner
+            .dead
+            .delete_message(stored.position)
+            .await
+            .map_err(|e| failed("cannot remove a replayed dead letter", e))?;
+        replayed += 1;
+    }
+    Ok(replayed)
+}

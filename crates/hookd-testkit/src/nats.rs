@@ -1,0 +1,192 @@
+//! Real `nats-server` processes with JetStream on loopback: one node for most tests, three
+//! clustered nodes for the failure tests. Each node keeps its ports and store across a
+//! `kill -9` and a restart, so clients reconnect to it as they would in production.
+//!
+//! The binary is `$HOOKD_NATS_SERVER`, else the one `.ci/run` installs
+//! (`~/.cache/hookd-nats/bin/nats-server`), else `nats-server` on the `PATH`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::Supervised;
+use crate::wait::poll_until;
+
+/// Where the nats-server binary is.
+pub fn nats_server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("HOOKD_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let installed = Path::new(&home).join(".cache/hookd-nats/bin/nats-server");
+        if installed.exists() {
+            return installed;
+        }
+    }
+    PathBuf::from("nats-server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// One nats-server process and what it needs to be started again the same way.
+pub struct NatsNode {
+    name: String,
+    dir: PathBuf,
+    client_port: u16,
+    monitor_port: u16,
+    process: Option<Supervised>,
+    starts: u32,
+}
+
+impl NatsNode {
+    fn new(dir: &Path, name: &str, config: impl FnOnce(&Path, u16, u16) -> String) -> Self {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(dir.join("store")).expect("a node's folder");
+        let (client_port, monitor_port) = (free_port(), free_port());
+        let text = config(&dir, client_port, monitor_port);
+        std::fs::write(dir.join("nats.conf"), text).expect("a node's config");
+        Self {
+            name: name.to_owned(),
+            dir,
+            client_port,
+            monitor_port,
+            process: None,
+            starts: 0,
+        }
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.client_port)
+    }
+
+    fn monitor(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.monitor_port))
+    }
+
+    /// Starts the node (again, after [`NatsNode::kill`]) and waits until it is up.
+    pub fn start(&mut self) {
+        assert!(self.process.is_none(), "{} is already running", self.name);
+        self.starts += 1;
+        let mut command = Command::new(nats_server_binary());
+        command.arg("-c").arg(self.dir.join("nats.conf"));
+        let log = self.dir.join(format!("log.{}", self.starts));
+        let process = Supervised::spawn(command, &self.name, log).unwrap_or_else(|e| {
+            panic!(
+                "cannot start nats-server ({}; .ci/run installs it, or set HOOKD_NATS_SERVER): {e}",
+                nats_server_binary().display()
+            )
+        });
+        self.process = Some(process);
+        let monitor = self.monitor();
+        let up = poll_until(Duration::from_secs(20), Duration::from_millis(50), || {
+            crate::http::get(monitor, "/healthz").is_some_and(|(status, _)| status == 200)
+        });
+        if !up {
+            let tail = self.process.as_ref().map(|p| p.tail()).unwrap_or_default();
+            panic!(
+                "{} did not come up within 20 s; its log:\n{tail}",
+                self.name
+            );
+        }
+    }
+
+    /// `kill -9`: the node stops at once, its store stays.
+    pub fn kill(&mut self) {
+        if let Some(p) = self.process.take() {
+            // SAFETY: kill(2) on a child we own and have not reaped.
+            unsafe {
+                libc::kill(p.pid() as i32, libc::SIGKILL);
+            }
+            drop(p);
+        }
+    }
+
+    /// Whether the node's JetStream is ready (a member of a cluster with a meta leader).
+    pub fn jetstream_ready(&self) -> bool {
+        crate::http::get(self.monitor(), "/healthz?js-enabled-only=true")
+            .is_some_and(|(status, _)| status == 200)
+    }
+}
+
+/// A single JetStream node in a temporary folder, stopped when dropped.
+pub struct NatsServer {
+    _dir: tempfile::TempDir,
+    pub node: NatsNode,
+}
+
+impl NatsServer {
+    /// Starts one node with the settings hookd's docs recommend (`sync_interval: always`,
+    /// 8 MB messages).
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut node = NatsNode::new(dir.path(), "nats", |dir, client, monitor| {
+            format!(
+                "server_name: single\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+                 max_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+                dir.join("store").display()
+            )
+        });
+        node.start();
+        Self { _dir: dir, node }
+    }
+
+    pub fn url(&self) -> String {
+        self.node.url()
+    }
+}
+
+/// Three clustered JetStream nodes on loopback, stopped when dropped.
+pub struct NatsCluster {
+    _dir: tempfile::TempDir,
+    pub nodes: Vec<NatsNode>,
+}
+
+impl NatsCluster {
+    /// Starts three nodes and waits until JetStream has a leader.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_list: String = routes
+            .iter()
+            .map(|p| format!("    nats-route://127.0.0.1:{p}\n"))
+            .collect();
+        let mut nodes: Vec<NatsNode> = (0..3)
+            .map(|i| {
+                let route = routes[i];
+                let route_list = route_list.clone();
+                NatsNode::new(dir.path(), &format!("n{}", i + 1), move |dir, client, monitor| {
+                    format!(
+                        "server_name: n{n}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+                         max_payload: 8MB\njetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n\
+                         }}\ncluster {{\n  name: hookd-test\n  listen: 127.0.0.1:{route}\n  routes: [\n{route_list}  ]\n}}\n",
+                        n = i + 1,
+                        store = dir.join("store").display(),
+                    )
+                })
+            })
+            .collect();
+        for node in &mut nodes {
+            node.start();
+        }
+        let ready = poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            nodes.iter().all(NatsNode::jetstream_ready)
+        });
+        assert!(
+            ready,
+            "the three-node JetStream cluster got no leader within 30 s"
+        );
+        Self { _dir: dir, nodes }
+    }
+
+    /// Every node's URL, for a client's server list.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(NatsNode::url).collect()
+    }
+}
