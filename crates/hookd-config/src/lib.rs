@@ -41,7 +41,7 @@ pub use plugin::{
     Capabilities, KV_MAX_KEY_BYTES, Limits, Origin, PluginCaps, PluginSpec, RetryPolicy,
 };
 pub use raw::{
-    AdminSection, LogFormat, LogSection, PluginPriority, PluginsSection, RawConfig, ServerSection,
+    AdminSection, LogFormat, NatsSection, LogSection, PluginPriority, PluginsSection, RawConfig, ServerSection,
     StoreSection, VerifySection,
 };
 pub use secrets::SecretSource;
@@ -94,6 +94,72 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// Bytes of events waiting for (or in) a commit before ingest answers 503.
     pub queue_max_bytes: usize,
+    /// Where events, deliveries and keys are kept: SQLite in `dir` (the default), or a NATS
+    /// JetStream cluster shared by several hookd instances. `dir` keeps the compiled-code
+    /// cache either way.
+    pub backend: StoreBackend,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreBackend {
+    #[default]
+    Sqlite,
+    Nats(NatsStoreConfig),
+}
+
+/// `[store.nats]`, validated, its credentials read.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsStoreConfig {
+    pub servers: Vec<String>,
+    pub auth: NatsCredentials,
+    pub prefix: String,
+    pub replicas: usize,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub ack_wait: Duration,
+    pub duplicate_window: Duration,
+    pub max_event_age: Duration,
+    /// 0: no limit but the server's.
+    pub max_stream_bytes: u64,
+    pub dead_letter_age: Duration,
+    pub prefetch: usize,
+}
+
+impl std::fmt::Debug for NatsStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsStoreConfig")
+            .field("servers", &self.servers)
+            .field("auth", &self.auth.kind())
+            .field("prefix", &self.prefix)
+            .field("replicas", &self.replicas)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How hookd logs in to NATS, the secrets read.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum NatsCredentials {
+    #[default]
+    None,
+    /// A `.creds` file's contents (user JWT and NKey seed).
+    Creds(String),
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    Token(String),
+}
+
+impl NatsCredentials {
+    /// What kind, for logs: never the secret.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NatsCredentials::None => "none",
+            NatsCredentials::Creds(_) => "credentials file",
+            NatsCredentials::UserPassword { .. } => "user and password",
+            NatsCredentials::Token(_) => "token",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

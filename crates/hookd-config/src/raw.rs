@@ -12,7 +12,7 @@ use crate::secrets::SecretSource;
 use crate::toml_error::{main_config_secrets, parse_error};
 use crate::{
     AdminConfig, Config, ConfigError, ConfigErrors, Location, LogConfig, PluginsConfig,
-    ServerConfig, StoreConfig,
+    NatsCredentials, NatsStoreConfig, ServerConfig, StoreBackend, StoreConfig,
 };
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -112,6 +112,55 @@ pub struct StoreSection {
     pub max_batch: Spanned<u64>,
     /// Bytes of events waiting for (or in) a commit; beyond it ingest answers 503.
     pub queue_max_bytes: Spanned<u64>,
+    /// `"sqlite"` (the default) or `"nats"`.
+    pub backend: Spanned<String>,
+    pub nats: Option<Spanned<NatsSection>>,
+}
+
+/// `[store.nats]`: the JetStream cluster several hookd instances share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSection {
+    pub servers: Spanned<Vec<String>>,
+    /// A `.creds` file's contents: inline, `env:NAME` or `file:PATH` (as `[verify] secrets`).
+    pub credentials: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    /// With `user`: inline, `env:NAME` or `file:PATH`.
+    pub password: Option<Spanned<String>>,
+    /// Inline, `env:NAME` or `file:PATH`.
+    pub token: Option<Spanned<String>>,
+    pub prefix: Spanned<String>,
+    pub replicas: Spanned<u64>,
+    pub connect_timeout_ms: Spanned<u64>,
+    pub request_timeout_ms: Spanned<u64>,
+    pub ack_wait_secs: Spanned<u64>,
+    pub duplicate_window_secs: Spanned<u64>,
+    pub max_event_age_secs: Spanned<u64>,
+    pub max_stream_bytes: Spanned<u64>,
+    pub dead_letter_age_secs: Spanned<u64>,
+    pub prefetch: Spanned<u64>,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        Self {
+            servers: unspanned(vec!["nats://127.0.0.1:4222".to_owned()]),
+            credentials: None,
+            user: None,
+            password: None,
+            token: None,
+            prefix: unspanned("hookd".to_owned()),
+            replicas: unspanned(1),
+            connect_timeout_ms: unspanned(5_000),
+            request_timeout_ms: unspanned(5_000),
+            ack_wait_secs: unspanned(30),
+            duplicate_window_secs: unspanned(600),
+            max_event_age_secs: unspanned(14 * 24 * 3600),
+            max_stream_bytes: unspanned(0),
+            dead_letter_age_secs: unspanned(30 * 24 * 3600),
+            prefetch: unspanned(256),
+        }
+    }
 }
 
 impl Default for StoreSection {
@@ -122,6 +171,8 @@ impl Default for StoreSection {
             queue_capacity: unspanned(4096),
             max_batch: unspanned(512),
             queue_max_bytes: unspanned(64 << 20),
+            backend: unspanned("sqlite".to_owned()),
+            nats: None,
         }
     }
 }
@@ -380,6 +431,7 @@ impl RawConfig {
                 &st.queue_max_bytes,
                 max_body_bytes,
             ),
+            backend: store_backend(&mut p, st, &base),
         };
         let plugin_dir = dir(&mut p, "plugins.dir", &self.plugins.dir, &base);
         let caps = plugin_caps(&mut p, &self.plugins);
@@ -552,4 +604,151 @@ fn dir(p: &mut Problems<'_>, key: &str, value: &Spanned<String>, base: &Path) ->
         p.at(key, value, "must not be empty");
     }
     base.join(raw)
+}
+
+/// `[store] backend` and `[store.nats]`.
+fn store_backend(p: &mut Problems<'_>, st: &StoreSection, base: &Path) -> StoreBackend {
+    match (st.backend.get_ref().as_str(), &st.nats) {
+        ("sqlite", None) => StoreBackend::Sqlite,
+        ("sqlite", Some(nats)) => {
+            p.at(
+                "store.nats",
+                nats,
+                "is set but `store.backend` is \"sqlite\": add `backend = \"nats\"` to `[store]` to use it, or remove it",
+            );
+            StoreBackend::Sqlite
+        }
+        ("nats", nats) => {
+            let default = NatsSection::default();
+            let n = nats.as_ref().map_or(&default, |n| n.get_ref());
+            StoreBackend::Nats(nats_config(p, n, base))
+        }
+        (other, _) => {
+            p.at(
+                "store.backend",
+                &st.backend,
+                format!("must be \"sqlite\" or \"nats\", got \"{other}\""),
+            );
+            StoreBackend::Sqlite
+        }
+    }
+}
+
+fn nats_config(p: &mut Problems<'_>, n: &NatsSection, base: &Path) -> NatsStoreConfig {
+    let servers = n.servers.get_ref().clone();
+    if servers.is_empty() {
+        p.at("store.nats.servers", &n.servers, "must name at least one server");
+    }
+    for server in &servers {
+        let rest = server
+            .split_once("://")
+            .map_or(server.as_str(), |(scheme, rest)| {
+                if !matches!(scheme, "nats" | "tls") {
+                    p.at(
+                        "store.nats.servers",
+                        &n.servers,
+                        format!("`{server}`: the scheme must be nats:// or tls://"),
+                    );
+                }
+                rest
+            });
+        let port = rest.rsplit_once(':').map(|(_, port)| port.trim_end_matches('/'));
+        if rest.is_empty() || port.is_some_and(|port| port.parse::<u16>().is_err()) {
+            p.at(
+                "store.nats.servers",
+                &n.servers,
+                format!("`{server}` is not a server address (nats://host:4222)"),
+            );
+        }
+    }
+    let mut secret = |key: &str, value: &Spanned<String>| -> String {
+        match SecretSource::parse(value.get_ref()).read_text(base) {
+            Ok(text) => text,
+            Err(message) => {
+                p.at(key, value, message);
+                String::new()
+            }
+        }
+    };
+    let auth = match (&n.credentials, &n.user, &n.password, &n.token) {
+        (None, None, None, None) => NatsCredentials::None,
+        (Some(creds), None, None, None) => {
+            NatsCredentials::Creds(secret("store.nats.credentials", creds))
+        }
+        (None, Some(user), Some(password), None) => NatsCredentials::UserPassword {
+            user: user.get_ref().clone(),
+            password: secret("store.nats.password", password),
+        },
+        (None, None, None, Some(token)) => NatsCredentials::Token(secret("store.nats.token", token)),
+        _ => {
+            p.at(
+                "store.nats",
+                &n.servers,
+                "give one way to log in: `credentials`, or `user` with `password`, or `token`",
+            );
+            NatsCredentials::None
+        }
+    };
+    let prefix = n.prefix.get_ref().clone();
+    let valid_prefix = !prefix.is_empty()
+        && prefix.len() <= 32
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !valid_prefix {
+        p.at(
+            "store.nats.prefix",
+            &n.prefix,
+            "must be 1 to 32 lowercase letters, digits, `_` or `-`",
+        );
+    }
+    let secs = |v: usize| Duration::from_secs(v as u64);
+    let max_event_age = secs(p.bounded(
+        "store.nats.max_event_age_secs",
+        &n.max_event_age_secs,
+        60,
+        366 * 24 * 3600,
+    ));
+    let duplicate_window = secs(p.bounded(
+        "store.nats.duplicate_window_secs",
+        &n.duplicate_window_secs,
+        1,
+        24 * 3600,
+    ));
+    if duplicate_window > max_event_age {
+        p.at(
+            "store.nats.duplicate_window_secs",
+            &n.duplicate_window_secs,
+            "must not be longer than `max_event_age_secs`",
+        );
+    }
+    NatsStoreConfig {
+        servers,
+        auth,
+        prefix,
+        replicas: p.bounded("store.nats.replicas", &n.replicas, 1, 5),
+        connect_timeout: Duration::from_millis(p.bounded(
+            "store.nats.connect_timeout_ms",
+            &n.connect_timeout_ms,
+            100,
+            120_000,
+        ) as u64),
+        request_timeout: Duration::from_millis(p.bounded(
+            "store.nats.request_timeout_ms",
+            &n.request_timeout_ms,
+            100,
+            120_000,
+        ) as u64),
+        ack_wait: secs(p.bounded("store.nats.ack_wait_secs", &n.ack_wait_secs, 1, 3600)),
+        duplicate_window,
+        max_event_age,
+        max_stream_bytes: *n.max_stream_bytes.get_ref(),
+        dead_letter_age: secs(p.bounded(
+            "store.nats.dead_letter_age_secs",
+            &n.dead_letter_age_secs,
+            60,
+            10 * 366 * 24 * 3600,
+        )),
+        prefetch: p.bounded("store.nats.prefetch", &n.prefetch, 1, 100_000),
+    }
 }

@@ -38,7 +38,18 @@ impl SecretSource {
 
     /// Reads the secret. Errors are messages for the operator and never contain the secret.
     pub fn resolve(&self, base: &Path) -> Result<Secret, String> {
-        let (bytes, origin) = match self {
+        let (bytes, origin) = self.read(base)?;
+        Secret::new(bytes).map_err(|e| format!("{origin}: {e}"))
+    }
+
+    /// Reads a secret that is text (a password, a token, a `.creds` file).
+    pub fn read_text(&self, base: &Path) -> Result<String, String> {
+        let (bytes, origin) = self.read(base)?;
+        String::from_utf8(bytes).map_err(|_| format!("{origin} is not UTF-8 text"))
+    }
+
+    fn read(&self, base: &Path) -> Result<(Vec<u8>, String), String> {
+        Ok(match self {
             SecretSource::Inline(value) => (value.clone().into_bytes(), "the inline secret".into()),
             SecretSource::Env(name) => match std::env::var_os(name) {
                 Some(value) => (
@@ -57,8 +68,7 @@ impl SecretSource {
                 }
                 (bytes, format!("secret file `{}`", path.display()))
             }
-        };
-        Secret::new(bytes).map_err(|e| format!("{origin}: {e}"))
+        })
     }
 }
 

@@ -19,7 +19,10 @@ pub(crate) type SecretKeys = fn(&[&str]) -> bool;
 
 /// In the main config: every `[verify]` key and every `[[plugin]]`'s `config`.
 pub(crate) fn main_config_secrets(path: &[&str]) -> bool {
-    matches!(path, ["verify", ..] | ["plugin", "config", ..])
+    matches!(
+        path,
+        ["verify", ..] | ["plugin", "config", ..] | ["store", "nats", ..]
+    )
 }
 
 /// In a plugin manifest: its `config` (API tokens, webhook URLs with credentials).

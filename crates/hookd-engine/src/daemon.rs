@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use hookd_config::Config;
+use hookd_config::{Config, NatsCredentials, NatsStoreConfig, StoreBackend};
 use hookd_core::Verifier;
 use hookd_host::{CodeCache, HostSettings, PluginHost};
 use hookd_server::{AdminState, IngestMetrics, IngestState, ListenerSettings};
@@ -100,7 +100,7 @@ impl Daemon {
         let started = std::time::Instant::now();
         let hup = crate::reload::watch_sighup();
         let mut registry = Registry::default();
-        let backend = open_backend(&config, &mut registry)?;
+        let backend = open_backend(&config, &mut registry).await?;
 
         let host = Arc::new(
             PluginHost::new(
@@ -155,6 +155,7 @@ impl Daemon {
             ingest: ingest.clone(),
             log_filter,
             metrics: reload_metrics,
+            queue: backend.clone(),
         };
         // Watch first, then read: a plugin landing while hookd starts is not missed.
         let watched = crate::reload::Watched::start(&config.plugins.dir);
@@ -329,8 +330,31 @@ impl Daemon {
     }
 }
 
-/// The storage backend the configuration names: the SQLite store in `[store] dir`.
-fn open_backend(config: &Config, registry: &mut Registry) -> anyhow::Result<Arc<dyn Backend>> {
+/// The storage backend the configuration names: the SQLite store in `[store] dir`, or the
+/// JetStream cluster of `[store.nats]` (waiting for it as long as it takes, with systemd's
+/// status line saying so: hookd is not ready without its store).
+async fn open_backend(
+    config: &Config,
+    registry: &mut Registry,
+) -> anyhow::Result<Arc<dyn Backend>> {
+    if let StoreBackend::Nats(nats) = &config.store.backend {
+        let backend = connect_nats(nats, &config.store, registry, |why| {
+            notify::status(why);
+            info!("{why}");
+        })
+        .await?;
+        // Headers and the envelope ride with the body in one message.
+        let needed = config.server.max_body_bytes + 16 * 1024;
+        if backend.max_payload() < needed {
+            anyhow::bail!(
+                "the NATS servers take messages of at most {} bytes, and `[server] max_body_bytes` \
+                 needs {needed}: raise `max_payload` in the nats-server config (8MB is what \
+                 docs/cluster.md uses) or lower `max_body_bytes`",
+                backend.max_payload()
+            );
+        }
+        return Ok(Arc::new(backend));
+    }
     let store = Store::open(
         hookd_store::StoreConfig {
             dir: config.store.dir.clone(),
@@ -376,4 +400,55 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+/// Connects to the JetStream cluster `[store.nats]` names; `waiting` hears why it waits.
+pub async fn connect_nats(
+    nats: &NatsStoreConfig,
+    store: &hookd_config::StoreConfig,
+    registry: &mut Registry,
+    waiting: impl Fn(&str),
+) -> anyhow::Result<hookd_nats::NatsBackend> {
+    let auth = match &nats.auth {
+        NatsCredentials::None => hookd_nats::NatsAuth::None,
+        NatsCredentials::Creds(c) => hookd_nats::NatsAuth::Credentials(c.clone()),
+        NatsCredentials::UserPassword { user, password } => hookd_nats::NatsAuth::UserPassword {
+            user: user.clone(),
+            password: password.clone(),
+        },
+        NatsCredentials::Token(t) => hookd_nats::NatsAuth::Token(t.clone()),
+    };
+    let config = hookd_nats::NatsConfig {
+        servers: nats.servers.clone(),
+        auth,
+        prefix: nats.prefix.clone(),
+        replicas: nats.replicas,
+        connect_timeout: nats.connect_timeout,
+        request_timeout: nats.request_timeout,
+        ack_wait: nats.ack_wait,
+        duplicate_window: nats.duplicate_window,
+        dedup_window: store.dedup_window,
+        max_event_age: nats.max_event_age,
+        max_stream_bytes: (nats.max_stream_bytes > 0).then_some(nats.max_stream_bytes),
+        dead_letter_age: nats.dead_letter_age,
+        prefetch: nats.prefetch,
+        queue_capacity: store.queue_capacity,
+        queue_max_bytes: store.queue_max_bytes,
+        client_name: format!(
+            "hookd {} on {}",
+            env!("CARGO_PKG_VERSION"),
+            hostname().unwrap_or_else(|| "an unnamed host".into())
+        ),
+    };
+    let servers = nats.servers.join(", ");
+    hookd_nats::NatsBackend::connect(config, registry, waiting)
+        .await
+        .with_context(|| format!("cannot open the JetStream store at {servers}"))
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }

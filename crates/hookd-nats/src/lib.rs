@@ -206,6 +206,8 @@ pub(crate) struct Inner {
     queued: AtomicUsize,
     queued_bytes: AtomicUsize,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The dispatcher's wake-up, called after an append that made deliveries.
+    arrival: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -323,6 +325,7 @@ impl NatsBackend {
             queued: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             tasks: Mutex::default(),
+            arrival: Mutex::default(),
         });
         let leases = tokio::spawn(queue::keep_leases(Arc::downgrade(&inner)));
         lock(&inner.tasks).push(leases);
@@ -519,6 +522,7 @@ impl Inner {
             .collect::<Vec<_>>()
             .join(",");
         headers.insert(header::PLUGINS, plugins.as_str());
+        let makes_deliveries = !event.deliveries.is_empty();
         let started = Instant::now();
         let published = async {
             self.js
@@ -555,6 +559,11 @@ impl Inner {
             .put(&key, Bytes::from(seq.to_string()))
             .await
             .map_err(|e| failed("cannot remember the event id", e))?;
+        if !ack.duplicate && makes_deliveries
+            && let Some(wake) = &*lock(&self.arrival)
+        {
+            wake();
+        }
         Ok(Ingested {
             seq,
             duplicate: ack.duplicate,
@@ -652,6 +661,10 @@ impl DeliveryQueue for NatsBackend {
     /// Every instance reads the same consumers: deliveries come only through `due`.
     fn exclusive(&self) -> bool {
         false
+    }
+
+    fn on_arrival(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        *lock(&self.inner.arrival) = Some(wake);
     }
 
     async fn subscribe(&self, plugin: &str, patterns: &[String]) -> Result<(), StorageError> {

@@ -102,6 +102,14 @@ pub trait DeliveryQueue: Send + Sync + 'static {
         Ok(())
     }
 
+    /// For a queue that is not [`exclusive`](DeliveryQueue::exclusive): calls `wake` when
+    /// deliveries may have arrived (this process appended an event with plugins), so the
+    /// dispatcher polls `due` now rather than at its next tick. A queue that has no such
+    /// signal ignores it.
+    fn on_arrival(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let _ = wake;
+    }
+
     /// Deliveries of `plugins` due at `now_ms`, oldest due first: at most `limit`, and no more
     /// once their payloads add up to `max_bytes` (at least one when any is due). A delivery is
     /// returned again until an outcome is recorded, so the caller skips those it is running.

@@ -28,6 +28,15 @@ impl Env {
     /// # Panics
     /// When the temp folder cannot be written.
     pub fn with_config(server_extra: &str, tail: &str) -> Self {
+        Self::with_store(server_extra, "", tail)
+    }
+
+    /// [`Env::with_config`], with `store_extra` appended inside `[store]` (e.g.
+    /// `backend = "nats"`; a `[store.nats]` table goes in `tail`).
+    ///
+    /// # Panics
+    /// When the temp folder cannot be written.
+    pub fn with_store(server_extra: &str, store_extra: &str, tail: &str) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot make a temp dir: {e}"));
         let write = |path: PathBuf, text: &str| {
             std::fs::write(&path, text)
@@ -50,6 +59,7 @@ secrets = ["file:secret"]
 
 [store]
 dir = "state"
+{store_extra}
 
 [plugins]
 dir = "plugins"

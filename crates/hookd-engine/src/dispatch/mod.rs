@@ -214,6 +214,15 @@ impl Dispatcher {
         let mut last_poll = std::time::Instant::now() - IDLE_POLL;
         let mut last_gauge = std::time::Instant::now() - Duration::from_secs(60);
         let mut hints_dropped = false;
+        // A shared queue sends no hints: it says when this process appended deliveries, and
+        // the dispatcher polls then rather than at its next tick.
+        let arrivals = Arc::new(Notify::new());
+        let mut woken = false;
+        let hinting = self.queue.exclusive();
+        if !hinting {
+            let arrivals = arrivals.clone();
+            self.queue.on_arrival(Box::new(move || arrivals.notify_one()));
+        }
 
         while !*stop.borrow() {
             self.heartbeat.beat();
@@ -234,12 +243,17 @@ impl Dispatcher {
             }
             // The store is the truth: poll it for retries coming due, deliveries left from
             // before a restart, replays, and hints that were dropped.
-            if backlog.is_empty() && (hints_dropped || last_poll.elapsed() >= IDLE_POLL) {
+            if backlog.is_empty() && (hints_dropped || woken || last_poll.elapsed() >= IDLE_POLL)
+            {
+                woken = false;
                 last_poll = std::time::Instant::now();
                 let room = BACKLOG_MAX_BYTES.saturating_sub(self.backlog_bytes.held());
                 let due = self.due(POLL_BATCH, room).await;
                 // A full batch means more is due: poll again as soon as this one is started.
-                hints_dropped = due.len() == POLL_BATCH || due.len() > 1 && room <= due_bytes(&due);
+                // So does any answer from a shared queue, which caps what one poll takes.
+                hints_dropped = due.len() == POLL_BATCH
+                    || due.len() > 1 && room <= due_bytes(&due)
+                    || !hinting && !due.is_empty();
                 self.backlog_bytes.take(due_bytes(&due));
                 backlog.extend(due);
             }
@@ -275,6 +289,7 @@ impl Dispatcher {
                         }
                     }
                     () = freed.notified() => {}
+                    () = arrivals.notified() => woken = true,
                     () = tokio::time::sleep(IDLE_POLL) => {}
                     _ = stop.changed() => {}
                 }

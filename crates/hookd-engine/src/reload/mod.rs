@@ -60,9 +60,35 @@ pub struct Reloader {
     /// Set when hookd set up logging: a reload then applies `[log] filter`.
     pub log_filter: Option<LogFilter>,
     pub metrics: ReloadMetrics,
+    /// The delivery queue, told each plugin's patterns as it is loaded.
+    pub queue: Arc<dyn hookd_storage::DeliveryQueue>,
 }
 
 impl Reloader {
+    /// Tells the delivery queue the patterns of every plugin new or changed in `next`, before
+    /// events are routed to it (a queue shared by a cluster routes by pattern). A failure is
+    /// logged, not fatal: appending an event makes sure of its plugins' routes again.
+    async fn subscribe(&self, next: &crate::plugins::PluginMap) {
+        let current = self.registry.snapshot();
+        for (name, plugin) in next {
+            if current
+                .get(name)
+                .is_some_and(|old| old.spec.events == plugin.spec.events)
+            {
+                continue;
+            }
+            let patterns: Vec<String> = plugin
+                .spec
+                .events
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect();
+            if let Err(e) = self.queue.subscribe(name, &patterns).await {
+                warn!(plugin = %name, error = %e, "cannot tell the store this plugin's patterns yet; its events still reach it");
+            }
+        }
+    }
+
     /// Loads the plugins the configuration describes (at start, the registry is empty).
     pub async fn load_plugins(&self) {
         debug!(dir = %self.config.plugins.dir.display(), "reading the plugins");
@@ -98,6 +124,7 @@ impl Reloader {
         }
         let swapped = changes.iter().any(|c| c.kind != ChangeKind::Failed);
         if swapped {
+            self.subscribe(&next).await;
             self.registry.swap(next);
         }
         self.info.record(&changes);
