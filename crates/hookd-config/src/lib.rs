@@ -41,8 +41,8 @@ pub use plugin::{
     Capabilities, KV_MAX_KEY_BYTES, Limits, Origin, PluginCaps, PluginSpec, RetryPolicy,
 };
 pub use raw::{
-    AdminSection, LogFormat, NatsSection, LogSection, PluginPriority, PluginsSection, RawConfig, ServerSection,
-    StoreSection, VerifySection,
+    AdminSection, LogFormat, LogSection, NatsSection, PluginPriority, PluginsSection, RawConfig,
+    ServerSection, StoreSection, VerifySection,
 };
 pub use secrets::SecretSource;
 
@@ -104,7 +104,7 @@ pub struct StoreConfig {
 pub enum StoreBackend {
     #[default]
     Sqlite,
-    Nats(NatsStoreConfig),
+    Nats(Box<NatsStoreConfig>),
 }
 
 /// `[store.nats]`, validated, its credentials read.

@@ -11,8 +11,8 @@ use crate::plugin::PluginCaps;
 use crate::secrets::SecretSource;
 use crate::toml_error::{main_config_secrets, parse_error};
 use crate::{
-    AdminConfig, Config, ConfigError, ConfigErrors, Location, LogConfig, PluginsConfig,
-    NatsCredentials, NatsStoreConfig, ServerConfig, StoreBackend, StoreConfig,
+    AdminConfig, Config, ConfigError, ConfigErrors, Location, LogConfig, NatsCredentials,
+    NatsStoreConfig, PluginsConfig, ServerConfig, StoreBackend, StoreConfig,
 };
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -621,7 +621,7 @@ fn store_backend(p: &mut Problems<'_>, st: &StoreSection, base: &Path) -> StoreB
         ("nats", nats) => {
             let default = NatsSection::default();
             let n = nats.as_ref().map_or(&default, |n| n.get_ref());
-            StoreBackend::Nats(nats_config(p, n, base))
+            StoreBackend::Nats(Box::new(nats_config(p, n, base)))
         }
         (other, _) => {
             p.at(
@@ -637,7 +637,11 @@ fn store_backend(p: &mut Problems<'_>, st: &StoreSection, base: &Path) -> StoreB
 fn nats_config(p: &mut Problems<'_>, n: &NatsSection, base: &Path) -> NatsStoreConfig {
     let servers = n.servers.get_ref().clone();
     if servers.is_empty() {
-        p.at("store.nats.servers", &n.servers, "must name at least one server");
+        p.at(
+            "store.nats.servers",
+            &n.servers,
+            "must name at least one server",
+        );
     }
     for server in &servers {
         let rest = server
@@ -652,7 +656,9 @@ fn nats_config(p: &mut Problems<'_>, n: &NatsSection, base: &Path) -> NatsStoreC
                 }
                 rest
             });
-        let port = rest.rsplit_once(':').map(|(_, port)| port.trim_end_matches('/'));
+        let port = rest
+            .rsplit_once(':')
+            .map(|(_, port)| port.trim_end_matches('/'));
         if rest.is_empty() || port.is_some_and(|port| port.parse::<u16>().is_err()) {
             p.at(
                 "store.nats.servers",
@@ -679,7 +685,9 @@ fn nats_config(p: &mut Problems<'_>, n: &NatsSection, base: &Path) -> NatsStoreC
             user: user.get_ref().clone(),
             password: secret("store.nats.password", password),
         },
-        (None, None, None, Some(token)) => NatsCredentials::Token(secret("store.nats.token", token)),
+        (None, None, None, Some(token)) => {
+            NatsCredentials::Token(secret("store.nats.token", token))
+        }
         _ => {
             p.at(
                 "store.nats",

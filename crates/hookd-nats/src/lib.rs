@@ -559,7 +559,8 @@ impl Inner {
             .put(&key, Bytes::from(seq.to_string()))
             .await
             .map_err(|e| failed("cannot remember the event id", e))?;
-        if !ack.duplicate && makes_deliveries
+        if !ack.duplicate
+            && makes_deliveries
             && let Some(wake) = &*lock(&self.arrival)
         {
             wake();

@@ -611,6 +611,56 @@ pub(crate) async fn due(
     Ok(answer)
 }
 
+/// Runs `run` on every item: items of different deliveries at once (each is a round trip to
+/// JetStream), those of one delivery in their order.
+async fn per_delivery<T, Fut>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> (String, i64),
+    run: impl Fn(T) -> Fut,
+) -> Result<(), StorageError>
+where
+    Fut: std::future::Future<Output = Result<(), StorageError>>,
+{
+    let mut index: HashMap<(String, i64), usize> = HashMap::new();
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    for item in items {
+        match index.entry(key(&item)) {
+            std::collections::hash_map::Entry::Occupied(at) => groups[*at.get()].push(item),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(groups.len());
+                groups.push(vec![item]);
+            }
+        }
+    }
+    let run = &run;
+    let results = futures_util::future::join_all(groups.into_iter().map(|group| async move {
+        for item in group {
+            run(item).await?;
+        }
+        Ok::<(), StorageError>(())
+    }))
+    .await;
+    results.into_iter().collect()
+}
+
+pub(crate) async fn claim(inner: &Inner, claims: Vec<Claim>) -> Result<(), StorageError> {
+    per_delivery(
+        claims,
+        |c| (c.plugin.clone(), c.event_seq),
+        |c| claim_one(inner, c),
+    )
+    .await
+}
+
+pub(crate) async fn record(inner: &Inner, records: Vec<AttemptRecord>) -> Result<(), StorageError> {
+    per_delivery(
+        records,
+        |r| (r.plugin.clone(), r.event_seq),
+        |r| record_one(inner, r),
+    )
+    .await
+}
+
 /// A held delivery's reply, state and revision, copied out of the lock.
 fn snapshot(inner: &Inner, plugin: &str, seq: i64) -> Option<(Subject, DeliveryState, u64, u64)> {
     lock(&inner.held)
@@ -618,12 +668,12 @@ fn snapshot(inner: &Inner, plugin: &str, seq: i64) -> Option<(Subject, DeliveryS
         .map(|h| (h.reply.clone(), h.state.clone(), h.revision, h.generation))
 }
 
-pub(crate) async fn claim(inner: &Inner, claims: Vec<Claim>) -> Result<(), StorageError> {
-    for c in claims {
+async fn claim_one(inner: &Inner, c: Claim) -> Result<(), StorageError> {
+    {
         // Not held here: another instance has it, or it is finished.
         let Some((reply, state, revision, generation)) = snapshot(inner, &c.plugin, c.event_seq)
         else {
-            continue;
+            return Ok(());
         };
         let key = (c.plugin.clone(), c.event_seq);
         let next = DeliveryState {
@@ -669,11 +719,11 @@ fn capped(error: &str) -> String {
     error[..end].to_owned()
 }
 
-pub(crate) async fn record(inner: &Inner, records: Vec<AttemptRecord>) -> Result<(), StorageError> {
-    for r in records {
+async fn record_one(inner: &Inner, r: AttemptRecord) -> Result<(), StorageError> {
+    {
         let Some((reply, state, revision, generation)) = snapshot(inner, &r.plugin, r.event_seq)
         else {
-            continue;
+            return Ok(());
         };
         let key = (r.plugin.clone(), r.event_seq);
         let skey = state_key(&r.plugin, r.event_seq as u64, generation);
@@ -701,7 +751,7 @@ pub(crate) async fn record(inner: &Inner, records: Vec<AttemptRecord>) -> Result
                 let rev = match write_state(inner, &skey, &next, revision).await? {
                     WriteState::Conflict => {
                         lock(&inner.held).remove(&key);
-                        continue;
+                        return Ok(());
                     }
                     WriteState::Written(rev) => rev,
                 };
@@ -733,14 +783,14 @@ pub(crate) async fn record(inner: &Inner, records: Vec<AttemptRecord>) -> Result
                 let rev = match write_state(inner, &skey, &next, revision).await? {
                     WriteState::Conflict => {
                         lock(&inner.held).remove(&key);
-                        continue;
+                        return Ok(());
                     }
                     WriteState::Written(rev) => rev,
                 };
                 let buried = {
                     let mut held = lock(&inner.held);
                     let Some(h) = held.get_mut(&key) else {
-                        continue;
+                        return Ok(());
                     };
                     h.state = next;
                     h.revision = rev;

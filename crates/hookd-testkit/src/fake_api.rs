@@ -18,6 +18,8 @@ pub struct Seen {
 pub struct FakeApi {
     pub base: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// The requests answered with a 2xx: what a plugin got through.
+    pub accepted: Arc<Mutex<Vec<Seen>>>,
     pub status: Arc<AtomicU16>,
     _runtime: tokio::runtime::Runtime,
 }
@@ -39,17 +41,18 @@ impl FakeApi {
             Ok(addr) => format!("http://{addr}"),
             Err(e) => panic!("the fake API has no address: {e}"),
         };
-        let (record, answer) = (seen.clone(), status.clone());
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let (record, answer, ok) = (seen.clone(), status.clone(), accepted.clone());
         runtime.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (record, answer) = (record.clone(), answer.clone());
+                let (record, answer, ok) = (record.clone(), answer.clone(), ok.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(
                         move |req: hyper::Request<hyper::body::Incoming>| {
-                            let (record, answer) = (record.clone(), answer.clone());
+                            let (record, answer, ok) = (record.clone(), answer.clone(), ok.clone());
                             async move {
                                 let method = req.method().to_string();
                                 let path = req.uri().path().to_owned();
@@ -65,18 +68,25 @@ impl FakeApi {
                                     .await
                                     .map(|b| b.to_bytes())
                                     .unwrap_or_default();
-                                record.lock().unwrap_or_else(|e| e.into_inner()).push(Seen {
+                                let seen = Seen {
                                     method,
                                     path,
                                     authorization,
                                     body: String::from_utf8_lossy(&body).into_owned(),
-                                });
+                                };
+                                let status =
+                                    hyper::StatusCode::from_u16(answer.load(Ordering::SeqCst))
+                                        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+                                if status.is_success() {
+                                    ok.lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .push(seen.clone());
+                                }
+                                record.lock().unwrap_or_else(|e| e.into_inner()).push(seen);
                                 let mut response = hyper::Response::new(http_body_util::Full::new(
                                     bytes::Bytes::from_static(b"{}"),
                                 ));
-                                *response.status_mut() =
-                                    hyper::StatusCode::from_u16(answer.load(Ordering::SeqCst))
-                                        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+                                *response.status_mut() = status;
                                 Ok::<_, std::convert::Infallible>(response)
                             }
                         },
@@ -90,9 +100,18 @@ impl FakeApi {
         FakeApi {
             base,
             seen,
+            accepted,
             status,
             _runtime: runtime,
         }
+    }
+
+    /// The requests answered with a 2xx so far.
+    pub fn accepted(&self) -> Vec<Seen> {
+        self.accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every request seen so far.

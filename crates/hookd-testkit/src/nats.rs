@@ -70,7 +70,8 @@ impl NatsNode {
         SocketAddr::from(([127, 0, 0, 1], self.monitor_port))
     }
 
-    /// Starts the node (again, after [`NatsNode::kill`]) and waits until it is up.
+    /// Starts the node (again, after [`NatsNode::kill`]) and waits until it listens (a
+    /// clustered node's JetStream also needs its peers: see [`NatsNode::jetstream_ready`]).
     pub fn start(&mut self) {
         assert!(self.process.is_none(), "{} is already running", self.name);
         self.starts += 1;
@@ -86,7 +87,7 @@ impl NatsNode {
         self.process = Some(process);
         let monitor = self.monitor();
         let up = poll_until(Duration::from_secs(20), Duration::from_millis(50), || {
-            crate::http::get(monitor, "/healthz").is_some_and(|(status, _)| status == 200)
+            crate::http::get(monitor, "/varz").is_some_and(|(status, _)| status == 200)
         });
         if !up {
             let tail = self.process.as_ref().map(|p| p.tail()).unwrap_or_default();
@@ -108,10 +109,9 @@ impl NatsNode {
         }
     }
 
-    /// Whether the node's JetStream is ready (a member of a cluster with a meta leader).
+    /// Whether the node's JetStream is ready (recovered, and in a cluster with a leader).
     pub fn jetstream_ready(&self) -> bool {
-        crate::http::get(self.monitor(), "/healthz?js-enabled-only=true")
-            .is_some_and(|(status, _)| status == 200)
+        crate::http::get(self.monitor(), "/healthz").is_some_and(|(status, _)| status == 200)
     }
 }
 
@@ -134,6 +134,10 @@ impl NatsServer {
             )
         });
         node.start();
+        let ready = poll_until(Duration::from_secs(20), Duration::from_millis(50), || {
+            node.jetstream_ready()
+        });
+        assert!(ready, "nats-server's JetStream was not ready within 20 s");
         Self { _dir: dir, node }
     }
 

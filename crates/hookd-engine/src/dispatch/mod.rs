@@ -221,7 +221,8 @@ impl Dispatcher {
         let hinting = self.queue.exclusive();
         if !hinting {
             let arrivals = arrivals.clone();
-            self.queue.on_arrival(Box::new(move || arrivals.notify_one()));
+            self.queue
+                .on_arrival(Box::new(move || arrivals.notify_one()));
         }
 
         while !*stop.borrow() {
@@ -243,8 +244,7 @@ impl Dispatcher {
             }
             // The store is the truth: poll it for retries coming due, deliveries left from
             // before a restart, replays, and hints that were dropped.
-            if backlog.is_empty() && (hints_dropped || woken || last_poll.elapsed() >= IDLE_POLL)
-            {
+            if backlog.is_empty() && (hints_dropped || woken || last_poll.elapsed() >= IDLE_POLL) {
                 woken = false;
                 last_poll = std::time::Instant::now();
                 let room = BACKLOG_MAX_BYTES.saturating_sub(self.backlog_bytes.held());

@@ -1,0 +1,242 @@
+//! hookd on NATS JetStream (`[store] backend = "nats"`), end to end: real `nats-server`
+//! processes, real hookd binaries sharing them, real signed HTTP, real plugins. Deliveries are
+//! counted where they land (a local HTTP server the `http-poster` fixture posts each event id
+//! to), so a hookd instance killed with `kill -9` cannot take its counts with it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use hookd_reliability::cluster::{ClusterSettings, Failure, cluster_failures};
+use hookd_test_plugins as wasm;
+use hookd_testkit::fake_api::FakeApi;
+use hookd_testkit::nats::NatsServer;
+use hookd_testkit::{Daemon, Env, event, wait_until};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// An instance's folder, configured for the JetStream store at `servers` under `prefix`.
+fn nats_env(servers: &[String], prefix: &str) -> Env {
+    let list = servers
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Env::with_store(
+        "",
+        "backend = \"nats\"",
+        &format!(
+            "\n[store.nats]\nservers = [{list}]\nprefix = \"{prefix}\"\nack_wait_secs = 2\n\
+             request_timeout_ms = 2000\n"
+        ),
+    )
+}
+
+/// Installs the `http-poster` fixture as `name`, posting each event it gets to `api`.
+fn install_poster(env: &Env, name: &str, events: &str, api: &FakeApi) {
+    env.install_plugin(
+        name,
+        wasm::FIXTURE_HTTP_POSTER,
+        &format!(
+            "events = [{events}]\n[capabilities]\nhttp = [\"{base}\"]\n[config]\nurl = \"{base}/{name}\"\n",
+            base = api.base
+        ),
+    );
+}
+
+/// How many times each event id reached plugin `name` and was taken (a 2xx), as the API saw it.
+fn delivered(api: &FakeApi, name: &str) -> HashMap<String, usize> {
+    let path = format!("/{name}");
+    let mut counts = HashMap::new();
+    for seen in api.accepted() {
+        if seen.path != path {
+            continue;
+        }
+        let body: serde_json::Value =
+            serde_json::from_str(&seen.body).expect("the poster's JSON body");
+        let id = body["event"].as_str().expect("an event id").to_owned();
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn answer(daemon: &Daemon, body: &[u8]) -> (u16, serde_json::Value, Option<String>) {
+    let response = daemon.post(body);
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let json = response.json().unwrap_or(serde_json::Value::Null);
+    (status, json, retry_after)
+}
+
+#[test]
+fn events_reach_their_plugins_through_jetstream_and_duplicates_are_answered() {
+    let nats = NatsServer::start();
+    let api = FakeApi::start();
+    let env = nats_env(&[nats.url()], "single");
+    install_poster(&env, "messages", "\"message.*\"", &api);
+    install_poster(&env, "everything", "\"*\"", &api);
+    let daemon = env.start();
+
+    let (status, body, _) = answer(&daemon, &event("n-1", "message.created"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["duplicate"], false);
+    let (status, body, _) = answer(&daemon, &event("n-2", "contact.deleted"));
+    assert_eq!((status, &body["duplicate"]), (200, &false.into()));
+    let (status, body, _) = answer(&daemon, &event("n-1", "message.created"));
+    assert_eq!(
+        (status, &body["duplicate"]),
+        (200, &true.into()),
+        "a resend is a duplicate"
+    );
+
+    wait_until("both events delivered where they belong", WAIT, || {
+        delivered(&api, "messages").len() == 1 && delivered(&api, "everything").len() == 2
+    });
+    assert_eq!(
+        delivered(&api, "messages"),
+        HashMap::from([("n-1".to_owned(), 1)])
+    );
+    assert_eq!(
+        delivered(&api, "everything"),
+        HashMap::from([("n-1".to_owned(), 1), ("n-2".to_owned(), 1)])
+    );
+    let metrics = daemon.metrics();
+    assert!(
+        metrics.contains("hookd_nats_publish_seconds_count"),
+        "the publish latency is measured"
+    );
+    assert!(metrics.contains("hookd_nats_connected 1"));
+}
+
+#[test]
+fn without_jetstream_ingest_answers_503_and_is_not_ready_then_recovers() {
+    let mut nats = NatsServer::start();
+    let api = FakeApi::start();
+    let env = nats_env(&[nats.url()], "outage");
+    install_poster(&env, "p", "\"*\"", &api);
+    let daemon = env.start();
+    assert_eq!(answer(&daemon, &event("o-1", "message.created")).0, 200);
+
+    nats.node.kill();
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    wait_until("ingest to refuse while NATS is down", WAIT, || {
+        let (status, _, retry_after) = answer(
+            &daemon,
+            &event(&format!("o-x{}", answers.len()), "message.created"),
+        );
+        answers.push((status, retry_after.clone()));
+        status == 503 && retry_after.is_some()
+    });
+    assert!(
+        answers.iter().all(|(s, _)| *s == 503 || *s == 200),
+        "only 200 (stored before the loss was noticed) or 503: {answers:?}"
+    );
+    let (status, _) = daemon.admin_get("/readyz").expect("/readyz answers");
+    assert_eq!(status, 503, "not ready without its store");
+    eprintln!(
+        "NATS down: 503 after {:?} ({} requests)",
+        started.elapsed(),
+        answers.len()
+    );
+
+    nats.node.start();
+    wait_until("ingest to take events again", WAIT, || {
+        answer(&daemon, &event("o-2", "message.created")).0 == 200
+    });
+    assert_eq!(daemon.admin_get("/readyz").map(|r| r.0), Some(200));
+    // What was acknowledged on either side of the outage is delivered.
+    let mut acked = vec!["o-1".to_owned(), "o-2".to_owned()];
+    for (i, (status, _)) in answers.iter().enumerate() {
+        if *status == 200 {
+            acked.push(format!("o-x{i}"));
+        }
+    }
+    wait_until("every acknowledged event delivered", WAIT, || {
+        let got = delivered(&api, "p");
+        acked.iter().all(|id| got.contains_key(id))
+    });
+}
+
+#[test]
+fn two_instances_share_each_plugin_and_take_over_from_one_killed_mid_delivery() {
+    let nats = NatsServer::start();
+    let api = FakeApi::start();
+    let (a_env, b_env) = (
+        nats_env(&[nats.url()], "pair"),
+        nats_env(&[nats.url()], "pair"),
+    );
+    for env in [&a_env, &b_env] {
+        install_poster(env, "shared", "\"message.*\"", &api);
+    }
+    let a = a_env.start();
+    let b = b_env.start();
+    // The API stalls: deliveries start (claimed) and hang in both instances.
+    api.status.store(503, std::sync::atomic::Ordering::SeqCst);
+    let ids: Vec<String> = (0..40).map(|i| format!("pair-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let to = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(answer(to, &event(id, "message.created")).0, 200);
+    }
+    wait_until("both instances to have tried deliveries", WAIT, || {
+        let m = (a.metrics(), b.metrics());
+        [m.0, m.1].iter().all(|m| m.contains("outcome=\"retry\""))
+    });
+    a.kill9();
+    api.status.store(200, std::sync::atomic::Ordering::SeqCst);
+    wait_until("every event delivered by the instance left", WAIT, || {
+        let got = delivered(&api, "shared");
+        ids.iter().all(|id| got.contains_key(id))
+    });
+    let got = delivered(&api, "shared");
+    let extra: usize = got.values().map(|n| n - 1).sum();
+    eprintln!("40 events, 1 of 2 instances killed: {extra} delivered twice or more");
+}
+
+/// The failure harness (`hookd_reliability::cluster`): three nats-server nodes (R3), three
+/// hookd instances, six signed senders spread over them, the failure injected three times.
+fn survive(failure: Failure) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let report = cluster_failures(&ClusterSettings {
+        hookd: hookd_testkit::hookd_binary(),
+        poster: wasm::FIXTURE_HTTP_POSTER.into(),
+        dir: dir.path().to_owned(),
+        instances: 3,
+        senders: 6,
+        failure,
+        rounds: 3,
+        interval: Duration::from_secs(3),
+    })
+    .expect("the cluster harness ran");
+    report.print();
+    if std::env::var_os("HOOKD_CLUSTER_LOGS").is_some() {
+        println!("logs kept in {}", dir.keep().display());
+    }
+    assert!(report.acknowledged > 0);
+    assert_eq!(report.lost, 0, "acknowledged events were lost: {report:?}");
+    for (plugin, n) in &report.delivered {
+        assert!(
+            *n >= report.acknowledged,
+            "{plugin} got {n} of {} events",
+            report.acknowledged
+        );
+    }
+}
+
+#[test]
+fn killing_hookd_instances_loses_nothing() {
+    survive(Failure::KillHookd);
+}
+
+#[test]
+fn killing_one_nats_node_of_three_loses_nothing() {
+    survive(Failure::KillNatsNode);
+}
+
+#[test]
+fn restarting_the_whole_nats_cluster_loses_nothing() {
+    survive(Failure::RestartNatsCluster);
+}
