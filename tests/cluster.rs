@@ -240,3 +240,84 @@ fn killing_one_nats_node_of_three_loses_nothing() {
 fn restarting_the_whole_nats_cluster_loses_nothing() {
     survive(Failure::RestartNatsCluster);
 }
+
+/// `hookd dlq` against the cluster: a dead letter made by one instance is listed and replayed
+/// from another instance's config (without its webhook secret), and the replay delivers.
+#[test]
+fn dead_letters_are_listed_and_replayed_cluster_wide() {
+    let nats = NatsServer::start();
+    let api = FakeApi::start();
+    api.status.store(500, std::sync::atomic::Ordering::SeqCst);
+    let (a_env, b_env) = (
+        nats_env(&[nats.url()], "dead"),
+        nats_env(&[nats.url()], "dead"),
+    );
+    for env in [&a_env, &b_env] {
+        env.install_plugin(
+            "p",
+            wasm::FIXTURE_HTTP_POSTER,
+            &format!(
+                "events = [\"*\"]\n[retry]\nmax_attempts = 2\ninitial_backoff_ms = 100\n\
+                 [capabilities]\nhttp = [\"{base}\"]\n[config]\nurl = \"{base}/p\"\n",
+                base = api.base
+            ),
+        );
+    }
+    let a = a_env.start();
+    assert_eq!(answer(&a, &event("dl-1", "message.created")).0, 200);
+    let b_config = std::fs::read_to_string(&b_env.config).unwrap();
+    std::fs::write(
+        &b_env.config,
+        b_config.replace(
+            r#"secrets = ["file:secret"]"#,
+            r#"secrets = ["file:${CREDENTIALS_DIRECTORY}/webhook-secret"]"#,
+        ),
+    )
+    .unwrap();
+    let hookd = |args: &[&str]| {
+        let out = std::process::Command::new(hookd_testkit::hookd_binary())
+            .args(args)
+            .arg("--config")
+            .arg(&b_env.config)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "hookd {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = wait_for_letter(&hookd);
+    assert_eq!(listed["plugin"], "p");
+    assert_eq!(listed["attempts"], 2);
+    assert!(
+        listed["last_error"].as_str().unwrap().contains("500"),
+        "{listed}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&a.admin_get("/status").expect("/status answers").1).unwrap();
+    assert!(
+        status.to_string().contains("\"dead\":1"),
+        "/status counts the dead letter: {status}"
+    );
+
+    api.status.store(200, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        hookd(&["dlq", "replay", "dl-1"]).trim(),
+        "1 dead letter replayed"
+    );
+    wait_until("the replayed letter delivered", WAIT, || {
+        delivered(&api, "p").contains_key("dl-1")
+    });
+    assert_eq!(hookd(&["dlq", "list"]).trim(), "no dead letters");
+}
+
+fn wait_for_letter(hookd: &dyn Fn(&[&str]) -> String) -> serde_json::Value {
+    let mut found = None;
+    wait_until("the dead letter listed", WAIT, || {
+        found = hookd(&["dlq", "list", "--json"])
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["event_id"] == "dl-1");
+        found.is_some()
+    });
+    found.expect("listed")
+}

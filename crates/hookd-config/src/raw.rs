@@ -328,6 +328,29 @@ impl RawConfig {
         (!dir.is_empty()).then(|| config_folder(path).join(dir))
     }
 
+    /// `[store]` alone, checked, with the NATS credentials it names read: for tools that
+    /// open the store without running the daemon (`hookd dlq`), run by an operator who may not
+    /// hold the webhook secrets.
+    pub fn store_only(&self, text: &str, path: Option<&Path>) -> Result<StoreConfig, ConfigErrors> {
+        let mut p = Problems {
+            text,
+            path,
+            errors: Vec::new(),
+        };
+        let max_body_bytes = p.bounded(
+            "server.max_body_bytes",
+            &self.server.max_body_bytes,
+            64,
+            64 << 20,
+        );
+        let store = store_config(&mut p, &self.store, &config_folder(path), max_body_bytes);
+        if p.errors.is_empty() {
+            Ok(store)
+        } else {
+            Err(ConfigErrors(p.errors))
+        }
+    }
+
     /// Checks every value and resolves secrets, returning every problem found.
     pub fn validate(&self, text: &str, path: Option<&Path>) -> Result<Config, ConfigErrors> {
         let mut p = Problems {
@@ -414,25 +437,7 @@ impl RawConfig {
             }
         }
 
-        let st = &self.store;
-        let store = StoreConfig {
-            dir: dir(&mut p, "store.dir", &st.dir, &base),
-            dedup_window: Duration::from_secs(p.bounded(
-                "store.dedup_window_secs",
-                &st.dedup_window_secs,
-                1,
-                366 * 24 * 3600,
-            ) as u64),
-            queue_capacity: p.bounded("store.queue_capacity", &st.queue_capacity, 1, 1 << 20),
-            max_batch: p.bounded("store.max_batch", &st.max_batch, 1, 1 << 16),
-            queue_max_bytes: at_least_one_body(
-                &mut p,
-                "store.queue_max_bytes",
-                &st.queue_max_bytes,
-                max_body_bytes,
-            ),
-            backend: store_backend(&mut p, st, &base),
-        };
+        let store = store_config(&mut p, &self.store, &base, max_body_bytes);
         let plugin_dir = dir(&mut p, "plugins.dir", &self.plugins.dir, &base);
         let caps = plugin_caps(&mut p, &self.plugins);
         let mut plugins = PluginsConfig {
@@ -758,5 +763,32 @@ fn nats_config(p: &mut Problems<'_>, n: &NatsSection, base: &Path) -> NatsStoreC
             10 * 366 * 24 * 3600,
         )),
         prefetch: p.bounded("store.nats.prefetch", &n.prefetch, 1, 100_000),
+    }
+}
+
+/// `[store]`, checked; `max_body_bytes` is `[server]`'s (the queue must hold one body).
+fn store_config(
+    p: &mut Problems<'_>,
+    st: &StoreSection,
+    base: &Path,
+    max_body_bytes: usize,
+) -> StoreConfig {
+    StoreConfig {
+        dir: dir(p, "store.dir", &st.dir, base),
+        dedup_window: Duration::from_secs(p.bounded(
+            "store.dedup_window_secs",
+            &st.dedup_window_secs,
+            1,
+            366 * 24 * 3600,
+        ) as u64),
+        queue_capacity: p.bounded("store.queue_capacity", &st.queue_capacity, 1, 1 << 20),
+        max_batch: p.bounded("store.max_batch", &st.max_batch, 1, 1 << 16),
+        queue_max_bytes: at_least_one_body(
+            p,
+            "store.queue_max_bytes",
+            &st.queue_max_bytes,
+            max_body_bytes,
+        ),
+        backend: store_backend(p, st, base),
     }
 }

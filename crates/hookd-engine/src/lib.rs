@@ -17,4 +17,4 @@ mod notify;
 pub mod plugins;
 pub mod reload;
 
-pub use daemon::{Daemon, run};
+pub use daemon::{Daemon, connect_nats, run};

@@ -27,7 +27,23 @@ pub fn run(args: CheckArgs) -> ExitCode {
                 None => println!("  admin:   off"),
             }
             println!("  secrets: {}", config.secrets.len());
-            println!("  store:   {}", config.store.dir.display());
+            match &config.store.backend {
+                hookd_config::StoreBackend::Sqlite => {
+                    println!("  store:   {}", config.store.dir.display());
+                }
+                hookd_config::StoreBackend::Nats(nats) => {
+                    println!(
+                        "  store:   NATS JetStream at {} (prefix `{}`, {} replica{}, login: {}); \
+                         compiled-code cache in {} (not contacted by `check`)",
+                        nats.servers.join(", "),
+                        nats.prefix,
+                        nats.replicas,
+                        if nats.replicas == 1 { "" } else { "s" },
+                        nats.auth.kind(),
+                        config.store.dir.display()
+                    );
+                }
+            }
             println!("  plugins: {}", config.plugins.dir.display());
             let catalog = Catalog::read(&config.plugins, []);
             let worst =
