@@ -321,3 +321,62 @@ fn wait_for_letter(hookd: &dyn Fn(&[&str]) -> String) -> serde_json::Value {
     });
     found.expect("listed")
 }
+
+/// Two instances serving different versions of a plugin (here: other event patterns, as in a
+/// deploy under way): `/status` and `hookd status` name the skew, and every event either
+/// version wants is delivered, since the shared consumer's filter only ever widens.
+#[test]
+fn version_skew_is_reported_and_the_consumer_serves_both_versions() {
+    let nats = NatsServer::start();
+    let api = FakeApi::start();
+    let (a_env, b_env) = (
+        nats_env(&[nats.url()], "skew"),
+        nats_env(&[nats.url()], "skew"),
+    );
+    install_poster(&a_env, "p", "\"message.*\"", &api);
+    install_poster(&b_env, "p", "\"message.*\", \"contact.*\"", &api);
+    let a = a_env.start();
+    let b = b_env.start();
+    for (i, ty) in ["message.created", "contact.created"].iter().enumerate() {
+        assert_eq!(answer(&b, &event(&format!("sk-{i}"), ty)).0, 200);
+    }
+    wait_until("both events delivered", WAIT, || {
+        delivered(&api, "p").len() == 2
+    });
+
+    let mut status = serde_json::Value::Null;
+    wait_until("a's /status to list both instances", WAIT, || {
+        status = serde_json::from_str(&a.admin_get("/status").expect("/status").1).unwrap();
+        status["cluster"]["instances"].as_array().map(Vec::len) == Some(2)
+    });
+    let skew = &status["cluster"]["skew"];
+    assert_eq!(skew.as_array().map(Vec::len), Some(1), "{status}");
+    assert_eq!(skew[0]["plugin"], "p");
+    let patterns: Vec<String> = skew[0]["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["events"].to_string())
+        .collect();
+    assert!(
+        patterns.contains(&r#"["message.*"]"#.to_owned())
+            && patterns.contains(&r#"["message.*","contact.*"]"#.to_owned()),
+        "{patterns:?}"
+    );
+    let out = std::process::Command::new(hookd_testkit::hookd_binary())
+        .args(["status", "--admin", &a.admin.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cluster: 2 instances") && text.contains("VERSION SKEW: plugin p"),
+        "{text}"
+    );
+    // The older version starting again does not narrow what the consumer takes.
+    drop(a);
+    let _a = a_env.start();
+    assert_eq!(answer(&b, &event("sk-2", "contact.deleted")).0, 200);
+    wait_until("the contact event delivered after a restart", WAIT, || {
+        delivered(&api, "p").contains_key("sk-2")
+    });
+}

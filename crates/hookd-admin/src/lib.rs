@@ -44,6 +44,50 @@ pub struct Status {
     pub deliveries: Deliveries,
     /// As `GET /plugins`.
     pub plugins: Vec<Plugin>,
+    /// With a store shared by several instances (NATS JetStream): who shares it, and where
+    /// they do not serve the same plugins. Absent with an embedded store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
+}
+
+/// The instances sharing a clustered store, as their heartbeats say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// The instance answering.
+    pub this_instance: String,
+    pub instances: Vec<ClusterInstance>,
+    /// Plugins that live instances do not serve alike: a different code hash or event
+    /// patterns, or loaded on some and not others (a deploy under way, a forgotten node).
+    pub skew: Vec<PluginSkew>,
+    /// Set when the heartbeats could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInstance {
+    pub id: String,
+    pub host: String,
+    pub version: String,
+    pub started_ms: u64,
+    pub heartbeat_ms: u64,
+    pub plugins: usize,
+}
+
+/// One plugin served differently across instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginSkew {
+    pub plugin: String,
+    /// Each variant served, with the instances serving it; `content_hash` empty for the
+    /// instances that do not load it.
+    pub variants: Vec<SkewVariant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkewVariant {
+    pub content_hash: String,
+    pub events: Vec<String>,
+    pub instances: Vec<String>,
 }
 
 /// The store's writer and the events waiting for it.

@@ -100,7 +100,7 @@ impl Daemon {
         let started = std::time::Instant::now();
         let hup = crate::reload::watch_sighup();
         let mut registry = Registry::default();
-        let backend = open_backend(&config, &mut registry).await?;
+        let (backend, nats) = open_backend(&config, &mut registry).await?;
 
         let host = Arc::new(
             PluginHost::new(
@@ -123,7 +123,18 @@ impl Daemon {
             }
         };
         let plugin_registry = Arc::new(PluginRegistry::default());
-        let plugins_info = Arc::new(PluginsInfo::new(plugin_registry.clone(), backend.clone()));
+        let member = nats.map(|nats| {
+            Arc::new(crate::cluster::ClusterMember::new(
+                nats,
+                plugin_registry.clone(),
+                hostname().unwrap_or_default(),
+            ))
+        });
+        let plugins_info = Arc::new(PluginsInfo::new(
+            plugin_registry.clone(),
+            backend.clone(),
+            member.clone(),
+        ));
         let (hints_tx, hints_rx) = tokio::sync::mpsc::channel(65_536);
         let backlog_bytes = Arc::new(BacklogBytes::default());
         let delivery_metrics = DeliveryMetrics::register(&mut registry);
@@ -225,6 +236,9 @@ impl Daemon {
             ))
         });
 
+        if let Some(member) = member {
+            tokio::spawn(member.heartbeat(stop_rx.clone()));
+        }
         let heartbeat = Arc::new(Heartbeat::default());
         let dispatcher = Dispatcher {
             queue: backend.clone(),
@@ -336,7 +350,7 @@ impl Daemon {
 async fn open_backend(
     config: &Config,
     registry: &mut Registry,
-) -> anyhow::Result<Arc<dyn Backend>> {
+) -> anyhow::Result<(Arc<dyn Backend>, Option<hookd_nats::NatsBackend>)> {
     if let StoreBackend::Nats(nats) = &config.store.backend {
         let backend = connect_nats(nats, &config.store, registry, |why| {
             notify::status(why);
@@ -353,7 +367,7 @@ async fn open_backend(
                 backend.max_payload()
             );
         }
-        return Ok(Arc::new(backend));
+        return Ok((Arc::new(backend.clone()), Some(backend)));
     }
     let store = Store::open(
         hookd_store::StoreConfig {
@@ -367,7 +381,7 @@ async fn open_backend(
     )
     .with_context(|| format!("cannot open the store in `{}`", config.store.dir.display()))?;
     info!(dir = %config.store.dir.display(), "store open");
-    Ok(Arc::new(store))
+    Ok((Arc::new(store), None))
 }
 
 /// The kernel's queue of connections not yet accepted (capped by `net.core.somaxconn`). A

@@ -8,6 +8,7 @@
 //! (the `hookd` commands, the in-process tests), the plugins' runtime and logging; the
 //! dispatcher, the kv and notify are wired up by [`Daemon`] alone.
 
+pub mod cluster;
 pub mod daemon;
 mod dispatch;
 pub mod isolation;

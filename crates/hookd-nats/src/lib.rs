@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+mod instances;
 mod kv;
 mod metrics;
 mod names;
@@ -49,6 +50,7 @@ use crate::metrics::NatsMetrics;
 use crate::names::{Names, escape_header};
 use crate::queue::{Consumers, Held};
 
+pub use crate::instances::{HEARTBEAT_EVERY, INSTANCE_TTL, InstanceRecord, ServedPlugin};
 pub use crate::names::is_token as is_valid_prefix;
 
 /// How hookd authenticates to NATS.
@@ -198,6 +200,7 @@ pub(crate) struct Inner {
     pub dead: stream::Stream,
     pub dedup: jetstream::kv::Store,
     pub deliveries: jetstream::kv::Store,
+    pub instances: jetstream::kv::Store,
     pub consumers: Consumers,
     pub held: Mutex<HashMap<(String, i64), Held>>,
     pub kv: kv::Buckets,
@@ -301,6 +304,19 @@ impl NatsBackend {
         let max_payload = client.server_info().max_payload;
         let names = Names::new(&config.prefix);
         let (events, dead, dedup, deliveries) = setup(&js, &names, &config).await?;
+        let instances = kv_bucket(
+            &js,
+            jetstream::kv::Config {
+                bucket: names.instances_bucket(),
+                description: "hookd: the instances sharing this store, by heartbeat".into(),
+                history: 1,
+                max_age: INSTANCE_TTL,
+                storage: stream::StorageType::File,
+                num_replicas: config.replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
         info!(
             servers = %servers,
             stream = %names.events_stream(),
@@ -317,6 +333,7 @@ impl NatsBackend {
             dead,
             dedup,
             deliveries,
+            instances,
             consumers: Consumers::default(),
             held: Mutex::default(),
             kv: kv::Buckets::default(),

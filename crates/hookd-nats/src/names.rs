@@ -32,6 +32,10 @@ impl Names {
         format!("{}-deliveries", self.prefix)
     }
 
+    pub(crate) fn instances_bucket(&self) -> String {
+        format!("{}-instances", self.prefix)
+    }
+
     pub(crate) fn kv_bucket(&self, plugin: &str) -> String {
         format!("{}-kv-{plugin}", self.prefix)
     }

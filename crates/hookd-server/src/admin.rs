@@ -34,10 +34,15 @@ pub trait AdminInfo: Send + Sync + 'static {
 
     /// Pending and dead deliveries, for `GET /status`, from the delivery queue.
     async fn deliveries(&self) -> Deliveries;
+
+    /// The instances sharing the store, when it is shared (see [`hookd_admin::Cluster`]).
+    async fn cluster(&self) -> Option<hookd_admin::Cluster> {
+        None
+    }
 }
 
 /// `GET /status`: what `hookd status` prints.
-fn status(s: &AdminState, deliveries: Deliveries) -> Status {
+fn status(s: &AdminState, deliveries: Deliveries, cluster: Option<hookd_admin::Cluster>) -> Status {
     let rejected = s
         .ingest
         .rejections_by_reason()
@@ -73,6 +78,7 @@ fn status(s: &AdminState, deliveries: Deliveries) -> Status {
             .collect(),
         deliveries,
         plugins: s.info.plugins(),
+        cluster,
     }
 }
 
@@ -108,8 +114,8 @@ pub fn admin_routes(
         warp::path!("status")
             .and(with_state.clone())
             .then(|s: Arc<AdminState>| async move {
-                let deliveries = s.info.deliveries().await;
-                warp::reply::json(&status(&s, deliveries)).into_response()
+                let (deliveries, cluster) = tokio::join!(s.info.deliveries(), s.info.cluster());
+                warp::reply::json(&status(&s, deliveries, cluster)).into_response()
             });
     let metrics = warp::path!("metrics")
         .and(with_state)

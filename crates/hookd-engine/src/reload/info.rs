@@ -65,14 +65,21 @@ pub struct PluginsInfo {
     errors: Mutex<BTreeMap<String, LastError>>,
     /// Where the deliveries' counts come from.
     queue: Arc<dyn DeliveryQueue>,
+    /// This instance among others, on a shared store.
+    cluster: Option<Arc<crate::cluster::ClusterMember>>,
 }
 
 impl PluginsInfo {
-    pub fn new(registry: Arc<PluginRegistry>, queue: Arc<dyn DeliveryQueue>) -> Self {
+    pub fn new(
+        registry: Arc<PluginRegistry>,
+        queue: Arc<dyn DeliveryQueue>,
+        cluster: Option<Arc<crate::cluster::ClusterMember>>,
+    ) -> Self {
         Self {
             registry,
             errors: Mutex::default(),
             queue,
+            cluster,
         }
     }
 
@@ -178,6 +185,13 @@ impl AdminInfo for PluginsInfo {
             }));
         }
         out
+    }
+
+    async fn cluster(&self) -> Option<admin::Cluster> {
+        match &self.cluster {
+            Some(member) => Some(member.view().await),
+            None => None,
+        }
     }
 
     async fn deliveries(&self) -> admin::Deliveries {

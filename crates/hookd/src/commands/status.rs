@@ -182,6 +182,9 @@ pub fn render(s: &Status, now_ms: u64) -> String {
             let _ = writeln!(out, "  {:<12} {}", ago(now_ms, r.at_ms), r.reason);
         }
     }
+    if let Some(cluster) = &s.cluster {
+        render_cluster(&mut out, cluster, now_ms);
+    }
     let _ = writeln!(out, "plugins: {}", s.plugins.len());
     for p in &s.plugins {
         let name = p.name();
@@ -209,6 +212,58 @@ pub fn render(s: &Status, now_ms: u64) -> String {
         }
     }
     out
+}
+
+/// The instances sharing a clustered store, and the plugins they do not serve alike.
+fn render_cluster(out: &mut String, c: &hookd_admin::Cluster, now_ms: u64) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "cluster: {} instance{} sharing the store",
+        c.instances.len(),
+        if c.instances.len() == 1 { "" } else { "s" }
+    );
+    if let Some(error) = &c.error {
+        let _ = writeln!(
+            out,
+            "  cannot read the other instances' heartbeats: {error}"
+        );
+    }
+    for i in &c.instances {
+        let _ = writeln!(
+            out,
+            "  {}{} on {}, hookd {}, {} plugins, seen {}",
+            i.id,
+            if i.id == c.this_instance {
+                " (this one)"
+            } else {
+                ""
+            },
+            i.host,
+            i.version,
+            i.plugins,
+            ago(now_ms, i.heartbeat_ms)
+        );
+    }
+    for skew in &c.skew {
+        let _ = writeln!(
+            out,
+            "  VERSION SKEW: plugin {} is not served alike:",
+            skew.plugin
+        );
+        for v in &skew.variants {
+            let what = if v.content_hash.is_empty() {
+                "not loaded".to_owned()
+            } else {
+                format!(
+                    "{} events: {}",
+                    v.content_hash.get(..12).unwrap_or(&v.content_hash),
+                    v.events.join(", ")
+                )
+            };
+            let _ = writeln!(out, "    {what:<40} on {}", v.instances.join(", "));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +305,7 @@ mod tests {
                 by_plugin: Vec::new(),
             },
             plugins: Vec::new(),
+            cluster: None,
         }
     }
 
@@ -294,7 +350,55 @@ mod tests {
 
     #[test]
     fn renders_each_state_an_operator_meets() {
+        let instance = |id: &str, host: &str, seen_s: u64| hookd_admin::ClusterInstance {
+            id: id.into(),
+            host: host.into(),
+            version: "0.1.0".into(),
+            started_ms: NOW_MS - 600_000,
+            heartbeat_ms: NOW_MS - seen_s * 1000,
+            plugins: 1,
+        };
         let cases: Vec<(&str, Status, &str)> = vec![
+            (
+                "in a cluster, during a deploy",
+                Status {
+                    cluster: Some(hookd_admin::Cluster {
+                        this_instance: "a1".into(),
+                        instances: vec![instance("a1", "web-1", 0), instance("b2", "web-2", 7)],
+                        skew: vec![hookd_admin::PluginSkew {
+                            plugin: "auto-reply".into(),
+                            variants: vec![
+                                hookd_admin::SkewVariant {
+                                    content_hash: "e93424dfd08a9691".into(),
+                                    events: vec!["message.created".into()],
+                                    instances: vec!["a1".into()],
+                                },
+                                hookd_admin::SkewVariant {
+                                    content_hash: "77aa00bb11cc22dd".into(),
+                                    events: vec!["message.*".into()],
+                                    instances: vec!["b2".into()],
+                                },
+                            ],
+                        }],
+                        error: None,
+                    }),
+                    ..quiet()
+                },
+                "\
+hookd 0.1.0, up 1h 2m, ready
+store: writer running, 0 events (0 KiB) waiting to be committed
+events: 0 received since start (0 duplicates, 0 with no subscriber)
+deliveries: 0 pending, 0 dead
+rejected: none since start
+cluster: 2 instances sharing the store
+  a1 (this one) on web-1, hookd 0.1.0, 1 plugins, seen 0s ago
+  b2 on web-2, hookd 0.1.0, 1 plugins, seen 7s ago
+  VERSION SKEW: plugin auto-reply is not served alike:
+    e93424dfd08a events: message.created     on a1
+    77aa00bb11cc events: message.*           on b2
+plugins: 0
+",
+            ),
             (
                 "quiet and ready",
                 quiet(),
