@@ -380,3 +380,50 @@ fn version_skew_is_reported_and_the_consumer_serves_both_versions() {
         delivered(&api, "p").contains_key("sk-2")
     });
 }
+
+/// A NATS server with a user and password: the right password (read from a file) serves; a
+/// wrong one stops hookd at start with a message that says so, instead of waiting forever.
+#[test]
+fn a_login_refused_by_nats_stops_the_start_with_a_clear_error() {
+    let nats = NatsServer::start_with(
+        "authorization { users: [ { user: hookd, password: \"s3cret-pass\" } ] }",
+    );
+    let api = FakeApi::start();
+    let with_password = |password: &str| {
+        let env = nats_env(&[nats.url()], "auth");
+        std::fs::write(env.dir.path().join("nats-password"), password).unwrap();
+        let text = std::fs::read_to_string(&env.config).unwrap();
+        std::fs::write(
+            &env.config,
+            text.replace(
+                "[store.nats]\n",
+                "[store.nats]\nuser = \"hookd\"\npassword = \"file:nats-password\"\n",
+            ),
+        )
+        .unwrap();
+        env
+    };
+    let good = with_password("s3cret-pass\n");
+    install_poster(&good, "p", "\"*\"", &api);
+    let daemon = good.start();
+    assert_eq!(answer(&daemon, &event("auth-1", "message.created")).0, 200);
+    wait_until("delivered", WAIT, || {
+        delivered(&api, "p").contains_key("auth-1")
+    });
+
+    let bad = with_password("wrong");
+    let started = Instant::now();
+    let out = std::process::Command::new(hookd_testkit::hookd_binary())
+        .args(["serve", "--config"])
+        .arg(&bad.config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("refused hookd's login"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong"),
+        "the password is never printed: {stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}

@@ -237,52 +237,39 @@ impl NatsBackend {
             ));
         }
         let metrics = NatsMetrics::register(registry);
-        let connected_gauge = metrics.connected.clone();
-        let mut options = match &config.auth {
-            NatsAuth::None => ConnectOptions::new(),
-            NatsAuth::Credentials(creds) => ConnectOptions::new()
-                .credentials(creds)
-                .map_err(|e| failed("the NATS credentials cannot be read", e))?,
-            NatsAuth::UserPassword { user, password } => {
-                ConnectOptions::new().user_and_password(user.clone(), password.clone())
-            }
-            NatsAuth::Token(token) => ConnectOptions::new().token(token.clone()),
-        };
-        options = options
-            .name(&config.client_name)
-            .connection_timeout(config.connect_timeout)
-            .request_timeout(Some(config.request_timeout))
-            .ping_interval(Duration::from_secs(5))
-            .max_reconnects(None)
-            .retry_on_initial_connect()
-            .event_callback(move |event| {
-                let gauge = connected_gauge.clone();
-                async move {
-                    match event {
-                        async_nats::Event::Connected => {
-                            gauge.set(1);
-                            info!("connected to NATS");
-                        }
-                        async_nats::Event::Disconnected => {
-                            gauge.set(0);
-                            warn!("disconnected from NATS; ingest answers 503 until it is back");
-                        }
-                        other => info!(event = %other, "NATS connection"),
-                    }
-                }
-            });
-        let client = options
-            .connect(config.servers.clone())
-            .await
-            .map_err(|e| failed("cannot connect to NATS", e))?;
         let servers = config.servers.join(", ");
-        let started = Instant::now();
-        while client.connection_state() != async_nats::connection::State::Connected {
-            if started.elapsed() > Duration::from_secs(2) {
-                waiting(&format!("waiting for NATS at {servers}"));
+        let mut attempt = 0u32;
+        let client = loop {
+            match connect_options(&config, &metrics)?
+                .connect(config.servers.clone())
+                .await
+            {
+                Ok(client) => break client,
+                // Waiting cannot fix a refused login: say so and stop.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::ConnectErrorKind::AuthorizationViolation
+                            | async_nats::ConnectErrorKind::Authentication
+                    ) =>
+                {
+                    return Err(failed(
+                        &format!(
+                            "NATS at {servers} refused hookd's login ({:?}; see [store.nats] user, password, token or credentials)",
+                            config.auth
+                        ),
+                        e,
+                    ));
+                }
+                Err(e) => {
+                    attempt += 1;
+                    if attempt == 1 || attempt.is_multiple_of(10) {
+                        waiting(&format!("waiting for NATS at {servers}: {e}"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        };
         metrics.connected.set(1);
         let js = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
@@ -374,6 +361,47 @@ impl NatsBackend {
         let _ = tokio::time::timeout(Duration::from_secs(2), inner.client.drain()).await;
         held > 0
     }
+}
+
+/// The client's options: the login, timeouts, reconnecting forever once connected, and the
+/// connection events logged and counted.
+fn connect_options(
+    config: &NatsConfig,
+    metrics: &NatsMetrics,
+) -> Result<ConnectOptions, StorageError> {
+    let options = match &config.auth {
+        NatsAuth::None => ConnectOptions::new(),
+        NatsAuth::Credentials(creds) => ConnectOptions::new()
+            .credentials(creds)
+            .map_err(|e| failed("the NATS credentials cannot be read", e))?,
+        NatsAuth::UserPassword { user, password } => {
+            ConnectOptions::new().user_and_password(user.clone(), password.clone())
+        }
+        NatsAuth::Token(token) => ConnectOptions::new().token(token.clone()),
+    };
+    let gauge = metrics.connected.clone();
+    Ok(options
+        .name(&config.client_name)
+        .connection_timeout(config.connect_timeout)
+        .request_timeout(Some(config.request_timeout))
+        .ping_interval(Duration::from_secs(5))
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let gauge = gauge.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        gauge.set(1);
+                        info!("connected to NATS");
+                    }
+                    async_nats::Event::Disconnected => {
+                        gauge.set(0);
+                        warn!("disconnected from NATS; ingest answers 503 until it is back");
+                    }
+                    other => info!(event = %other, "NATS connection"),
+                }
+            }
+        }))
 }
 
 /// Creates (or finds) the streams and buckets, with the settings hookd relies on.

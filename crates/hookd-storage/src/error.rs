@@ -14,7 +14,7 @@ pub enum StorageError {
     Closed,
     /// The backend tried and failed: a failed commit, an unreachable or slow cluster.
     #[error("the store failed: {0}")]
-    Failed(#[source] BackendError),
+    Failed(BackendError),
 }
 
 impl StorageError {

@@ -125,11 +125,17 @@ impl NatsServer {
     /// Starts one node with the settings hookd's docs recommend (`sync_interval: always`,
     /// 8 MB messages).
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// [`NatsServer::start`] with `extra` appended to the server's config (an
+    /// `authorization` block, say).
+    pub fn start_with(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut node = NatsNode::new(dir.path(), "nats", |dir, client, monitor| {
             format!(
                 "server_name: single\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
-                 max_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+                 max_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n{extra}\n",
                 dir.join("store").display()
             )
         });

@@ -33,8 +33,8 @@ pub fn run(args: CheckArgs) -> ExitCode {
                 }
                 hookd_config::StoreBackend::Nats(nats) => {
                     println!(
-                        "  store:   NATS JetStream at {} (prefix `{}`, {} replica{}, login: {}); \
-                         compiled-code cache in {} (not contacted by `check`)",
+                        "  store:   NATS JetStream at {} (prefix `{}`, {} replica{}, login: {}; \
+                         not contacted by `check`)\n  cache:   {}",
                         nats.servers.join(", "),
                         nats.prefix,
                         nats.replicas,
