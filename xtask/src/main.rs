@@ -41,10 +41,10 @@ fn main() -> ExitCode {
         Some("dist") => dist::run(),
         Some("plugins") => plugins::build().map(drop),
         Some("reliability") => reliability::run(&args[1..]),
-        Some("run") => plugins::run(),
+        Some("run") => plugins::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask run | plugins | dist | bench [--quick] [--connections N,N...] | bench outgoing [--quick] | bench reload | bench all | reliability [--loops N]"
+                "usage: cargo xtask run [--nats] | plugins | dist | bench [--quick] [--connections N,N...] | bench outgoing [--quick] | bench reload | bench all | reliability [--loops N]"
             );
             return ExitCode::from(2);
         }

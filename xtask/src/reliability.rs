@@ -4,6 +4,10 @@
 //! 1. `hookd-crash`: N (default 200) kill -9 loops against the release daemon under signed
 //!    load with a plugin subscribed; reports acknowledged, lost, delivered, duplicates and
 //!    restart-to-ready.
+//! 1b. `hookd-cluster`: three nats-server nodes and three release instances under signed
+//!    load, each failure (kill -9 of an instance, of one node of three, of the whole NATS
+//!    cluster) injected 10 times; reports acknowledged, lost, delivered per plugin,
+//!    duplicates and the longest time without a 2xx.
 //! 2. The negative control: the crash test against a build that acknowledges before it
 //!    commits (`--features fault-injection`), which must report losses.
 //! 3. The fault, hostile-request, hostile-plugin and reload suites of `tests/` (`--nocapture`,
@@ -26,6 +30,15 @@ const CRASH: Need = Need::Binary {
 const RECORDER: Need = Need::Plugin {
     package: "fixture-version-a",
     file: "fixture_version_a.wasm",
+};
+const CLUSTER: Need = Need::Binary {
+    package: "hookd-reliability",
+    bin: "hookd-cluster",
+    probe: &[],
+};
+const POSTER: Need = Need::Plugin {
+    package: "fixture-http-poster",
+    file: "fixture_http_poster.wasm",
 };
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -57,7 +70,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     catch_signals();
     let paths = Paths::new()?;
     let mut built = Vec::new();
-    for need in [HOOKD, CRASH, RECORDER] {
+    for need in [HOOKD, CRASH, RECORDER, CLUSTER, POSTER] {
         provide(&paths, need, &mut built).map_err(anyhow::Error::msg)?;
     }
     let dir = paths.target.join("reliability/crash");
@@ -78,6 +91,30 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     )?;
     if !status.success() {
         bail!("the crash loops failed: {status}");
+    }
+
+    for failure in ["kill-hookd", "kill-nats-node", "restart-nats-cluster"] {
+        println!(
+            "\n== cluster on NATS JetStream, {failure} x 10: three nats-server nodes (R3), \
+             three instances, six senders (release build)"
+        );
+        let dir = paths.target.join(format!("reliability/cluster-{failure}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let status = run_bounded(
+            Command::new(paths.bin("hookd-cluster"))
+                .arg("--hookd")
+                .arg(paths.bin("hookd"))
+                .arg("--poster")
+                .arg(paths.plugin("fixture_http_poster.wasm"))
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--failure", failure, "--rounds", "10"]),
+            Duration::from_secs(1800),
+        )?;
+        if !status.success() {
+            bail!("the cluster harness ({failure}) failed: {status}");
+        }
     }
 
     println!("\n== negative control: a build that acknowledges before committing");

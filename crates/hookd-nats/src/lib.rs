@@ -674,8 +674,14 @@ impl EventLog for NatsBackend {
         }
     }
 
+    /// Whether the connected server answers a JetStream request within `within`. Without a
+    /// connection there is nothing to probe: the client reconnects by itself (ingest answers
+    /// 503 meanwhile), and restarting hookd would not bring NATS back, so that is not stuck.
     async fn ping(&self, within: Duration) -> bool {
         let inner = &self.inner;
+        if !inner.connected() {
+            return true;
+        }
         tokio::time::timeout(within, inner.events.get_info())
             .await
             .is_ok_and(|info| info.is_ok())

