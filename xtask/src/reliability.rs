@@ -4,7 +4,7 @@
 //! 1. `hookd-crash`: N (default 200) kill -9 loops against the release daemon under signed
 //!    load with a plugin subscribed; reports acknowledged, lost, delivered, duplicates and
 //!    restart-to-ready.
-//! 1b. `hookd-cluster`: three nats-server nodes and three release instances under signed
+//!    Then `hookd-cluster`: three nats-server nodes and three release instances under signed
 //!    load, each failure (kill -9 of an instance, of one node of three, of the whole NATS
 //!    cluster) injected 10 times; reports acknowledged, lost, delivered per plugin,
 //!    duplicates and the longest time without a 2xx.
