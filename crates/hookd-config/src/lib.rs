@@ -150,6 +150,12 @@ pub enum NatsCredentials {
     Token(String),
 }
 
+impl std::fmt::Debug for NatsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
 impl NatsCredentials {
     /// What kind, for logs: never the secret.
     pub fn kind(&self) -> &'static str {

@@ -122,3 +122,89 @@ fn edge_limits_default_to_a_quarter_share_per_client_and_refuse_what_cannot_take
         ]
     );
 }
+
+#[test]
+fn a_nats_store_is_read_with_its_defaults_and_login() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nats-password"), "pa55word\n").unwrap();
+    let config = Config::from_toml(
+        r#"
+[verify]
+secrets = ["0123456789abcdef0123"]
+[store]
+backend = "nats"
+[store.nats]
+servers = ["nats://n1:4222", "tls://n2:4222"]
+user = "hookd"
+password = "file:nats-password"
+replicas = 3
+"#,
+        Some(&dir.path().join("hookd.toml")),
+    )
+    .unwrap();
+    let hookd_config::StoreBackend::Nats(nats) = &config.store.backend else {
+        panic!("not the NATS backend: {:?}", config.store.backend);
+    };
+    assert_eq!(nats.servers, ["nats://n1:4222", "tls://n2:4222"]);
+    assert_eq!(
+        nats.auth,
+        hookd_config::NatsCredentials::UserPassword {
+            user: "hookd".into(),
+            password: "pa55word".into()
+        }
+    );
+    assert_eq!((nats.prefix.as_str(), nats.replicas), ("hookd", 3));
+    assert_eq!(nats.ack_wait.as_secs(), 30);
+    assert_eq!(nats.duplicate_window.as_secs(), 600);
+    assert!(!format!("{nats:?}").contains("pa55word"), "Debug hides it");
+}
+
+#[test]
+fn nats_store_mistakes_are_located_and_never_echo_a_secret() {
+    let text = r#"[verify]
+secrets = ["0123456789abcdef0123"]
+[store]
+backend = "nats"
+[store.nats]
+servers = ["http://n1:4222", "nats://n2:port"]
+token = "t0ken-s3cret"
+user = "hookd"
+password = "hunter2-secret"
+prefix = "Hookd.Prod"
+replicas = 7
+duplicate_window_secs = 86400
+max_event_age_secs = 3600
+"#;
+    let errors = Config::from_toml(text, Some(Path::new("hookd.toml"))).unwrap_err();
+    let text_out: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let all = text_out.join("\n");
+    for expected in [
+        "`store.nats.servers`: `http://n1:4222`: the scheme must be nats:// or tls://",
+        "`store.nats.servers`: `nats://n2:port` is not a server address (nats://host:4222)",
+        "`store.nats`: give one way to log in",
+        "`store.nats.prefix`: must be 1 to 32 lowercase letters",
+        "`store.nats.replicas`: must be between 1 and 5, got 7",
+        "`store.nats.duplicate_window_secs`: must not be longer than `max_event_age_secs`",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+    assert!(
+        !all.contains("t0ken-s3cret") && !all.contains("hunter2-secret"),
+        "{all}"
+    );
+
+    let sqlite_with_nats = "[verify]\nsecrets = [\"0123456789abcdef0123\"]\n[store.nats]\nservers = [\"nats://n:4222\"]\n";
+    let errors = Config::from_toml(sqlite_with_nats, Some(Path::new("hookd.toml"))).unwrap_err();
+    assert!(
+        errors.to_string().contains("`store.backend` is \"sqlite\""),
+        "{errors}"
+    );
+    let typo = "[verify]\nsecrets = [\"0123456789abcdef0123\"]\n[store]\nbackend = \"jetstream\"\n";
+    let errors = Config::from_toml(typo, Some(Path::new("hookd.toml"))).unwrap_err();
+    assert!(
+        errors
+            .to_string()
+            .contains("must be \"sqlite\" or \"nats\", got \"jetstream\""),
+        "{errors}"
+    );
+}
