@@ -167,6 +167,20 @@ pub(crate) fn failed(context: &str, e: impl std::fmt::Display) -> StorageError {
     ))
 }
 
+/// `work`, or an error once it has taken longer than a few request timeouts: a client cut off
+/// from NATS holds what it sends in a buffer, and a caller (the dispatcher, a plugin's key
+/// write) must get an answer it can retry rather than wait for the connection.
+pub(crate) async fn bounded<T>(
+    inner: &Inner,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, StorageError>>,
+) -> Result<T, StorageError> {
+    match tokio::time::timeout(inner.config.request_timeout * 3, work).await {
+        Ok(result) => result,
+        Err(_) => Err(failed(what, "JetStream did not answer in time")),
+    }
+}
+
 /// JetStream's own error code inside an async-nats error, if it carries one.
 pub(crate) fn jetstream_code(e: &(dyn Error + 'static)) -> Option<u64> {
     let mut cur = Some(e);
@@ -655,7 +669,13 @@ impl EventLog for NatsBackend {
             return Err(StorageError::QueueFull);
         }
         let task = tokio::spawn(async move {
-            let result = admitted.inner.clone().append(event).await;
+            let inner = admitted.inner.clone();
+            let result = bounded(
+                &inner,
+                "cannot store the event",
+                inner.clone().append(event),
+            )
+            .await;
             drop(admitted);
             result
         });
@@ -735,19 +755,43 @@ impl DeliveryQueue for NatsBackend {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<DueDelivery>, StorageError> {
-        queue::due(&self.inner, now_ms, plugins, limit, max_bytes).await
+        let inner = &self.inner;
+        bounded(
+            inner,
+            "cannot read due deliveries",
+            queue::due(inner, now_ms, plugins, limit, max_bytes),
+        )
+        .await
     }
 
     async fn claim(&self, claims: Vec<Claim>) -> Result<(), StorageError> {
-        queue::claim(&self.inner, claims).await
+        let inner = &self.inner;
+        bounded(
+            inner,
+            "cannot claim deliveries",
+            queue::claim(inner, claims),
+        )
+        .await
     }
 
     async fn record(&self, records: Vec<AttemptRecord>) -> Result<(), StorageError> {
-        queue::record(&self.inner, records).await
+        let inner = &self.inner;
+        bounded(
+            inner,
+            "cannot record deliveries",
+            queue::record(inner, records),
+        )
+        .await
     }
 
     async fn open_deliveries(&self) -> Result<Vec<PluginDeliveries>, StorageError> {
-        queue::open_deliveries(&self.inner).await
+        let inner = &self.inner;
+        bounded(
+            inner,
+            "cannot count deliveries",
+            queue::open_deliveries(inner),
+        )
+        .await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StorageError> {
@@ -767,10 +811,17 @@ impl DeliveryQueue for NatsBackend {
 #[async_trait::async_trait]
 impl KvStore for NatsBackend {
     async fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        kv::get(&self.inner, plugin, key).await
+        let inner = &self.inner;
+        bounded(
+            inner,
+            "cannot read a plugin's key",
+            kv::get(inner, plugin, key),
+        )
+        .await
     }
 
     async fn write(&self, op: KvOp) -> Result<KvWriteResult, StorageError> {
-        kv::write(&self.inner, op).await
+        let inner = &self.inner;
+        bounded(inner, "cannot write a plugin's key", kv::write(inner, op)).await
     }
 }

@@ -259,19 +259,24 @@ pub(crate) async fn keep_leases(inner: Weak<Inner>) {
             .collect();
         inner.metrics.held.set(replies.len() as i64);
         for reply in replies {
-            if let Err(e) = inner
-                .client
-                .publish(reply, Bytes::from_static(b"+WPI"))
-                .await
-            {
-                debug!(error = %e, "cannot renew a lease");
-            }
+            send_ack(&inner, &reply, AckKind::Progress).await;
         }
     }
 }
 
 fn acker(inner: &Inner, reply: &Subject) -> Acker {
     Acker::new(inner.js.clone(), Some(reply.clone()))
+}
+
+/// Sends an ack of `kind` without waiting for the server's answer; lost, the lease runs out
+/// and the message comes back, which every caller handles. Bounded: a client cut off from
+/// NATS holds publishes in a buffer, and a full one would stall the dispatcher.
+async fn send_ack(inner: &Inner, reply: &Subject, kind: AckKind) {
+    let acker = acker(inner, reply);
+    let sent = tokio::time::timeout(inner.config.request_timeout, acker.ack_with(kind)).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        debug!("an ack was not sent; its lease will run out");
+    }
 }
 
 /// Gives back (nak, at once) held deliveries that `release` picks and that no plugin runs,
@@ -290,7 +295,7 @@ pub(crate) async fn release_held(inner: &Inner, release: impl Fn(&str) -> bool) 
             .collect()
     };
     for reply in released {
-        let _ = acker(inner, &reply).ack_with(AckKind::Nak(None)).await;
+        send_ack(inner, &reply, AckKind::Nak(None)).await;
     }
 }
 
@@ -421,7 +426,7 @@ async fn admit(inner: &Inner, plugin: &str, message: async_nats::jetstream::Mess
     {
         None => {
             // Another plugin's event on a filter wider than this plugin's patterns.
-            let _ = self::acker(inner, &reply).ack().await;
+            send_ack(inner, &reply, AckKind::Ack).await;
             return;
         }
         Some(Err(())) => {
@@ -431,7 +436,7 @@ async fn admit(inner: &Inner, plugin: &str, message: async_nats::jetstream::Mess
                 stream_seq,
                 "a message hookd did not write is on its stream; ended without delivery"
             );
-            let _ = self::acker(inner, &reply).ack_with(AckKind::Term).await;
+            send_ack(inner, &reply, AckKind::Term).await;
             return;
         }
         Some(Ok(f)) => f,
@@ -447,7 +452,7 @@ async fn admit(inner: &Inner, plugin: &str, message: async_nats::jetstream::Mess
             plugin,
             stream_seq, "an event payload that is not UTF-8; ended without delivery"
         );
-        let _ = self::acker(inner, &reply).ack_with(AckKind::Term).await;
+        send_ack(inner, &reply, AckKind::Term).await;
         return;
     };
     let (mut state, mut revision) = (None, 0);
@@ -494,9 +499,12 @@ async fn admit(inner: &Inner, plugin: &str, message: async_nats::jetstream::Mess
     }
     let early = held.state.next_at_ms - now_ms();
     if early > (inner.config.ack_wait / 2).as_millis() as i64 {
-        let _ = self::acker(inner, &held.reply)
-            .ack_with(AckKind::Nak(Some(Duration::from_millis(early as u64))))
-            .await;
+        send_ack(
+            inner,
+            &held.reply,
+            AckKind::Nak(Some(Duration::from_millis(early as u64))),
+        )
+        .await;
         return;
     }
     held.running = false;
@@ -572,23 +580,37 @@ pub(crate) async fn due(
         let Some(handle) = inner.consumers.existing(inner, plugin).await? else {
             return Ok(());
         };
-        let mut batch = handle
-            .consumer
-            .fetch()
-            .max_messages(room)
-            .messages()
-            .await
-            .map_err(|e| failed("cannot fetch deliveries", e))?;
-        while let Some(message) = batch.next().await {
-            match message {
-                Ok(m) => admit(inner, plugin, m).await,
-                Err(e) => {
-                    debug!(error = %e, plugin, "fetch ended");
-                    break;
+        // Bounded twice: the server ends the pull by `expires`, and should its answer be lost
+        // (a node restarting mid-request), the client stops waiting soon after.
+        let wait = inner.config.request_timeout;
+        let fetched = tokio::time::timeout(wait * 2, async {
+            let mut batch = handle
+                .consumer
+                .fetch()
+                .max_messages(room)
+                .expires(wait)
+                .messages()
+                .await
+                .map_err(|e| failed("cannot fetch deliveries", e))?;
+            while let Some(message) = batch.next().await {
+                match message {
+                    Ok(m) => admit(inner, plugin, m).await,
+                    Err(e) => {
+                        debug!(error = %e, plugin, "fetch ended");
+                        break;
+                    }
                 }
             }
+            Ok::<(), StorageError>(())
+        })
+        .await;
+        match fetched {
+            Ok(result) => result,
+            Err(_) => Err(failed(
+                "cannot fetch deliveries",
+                "no answer from JetStream",
+            )),
         }
-        Ok::<(), StorageError>(())
     });
     for result in futures_util::future::join_all(fetches).await {
         result?;
@@ -700,7 +722,7 @@ async fn claim_one(inner: &Inner, c: Claim) -> Result<(), StorageError> {
                         h.revision = rev;
                         h.running = true;
                     }
-                    let _ = acker(inner, &reply).ack_with(AckKind::Progress).await;
+                    send_ack(inner, &reply, AckKind::Progress).await;
                 }
             }
         }
@@ -765,9 +787,12 @@ async fn record_one(inner: &Inner, r: AttemptRecord) -> Result<(), StorageError>
                 } else {
                     lock(&inner.held).remove(&key);
                     // Lost, the lease runs out and `admit` naks it again from its state.
-                    let _ = acker(inner, &reply)
-                        .ack_with(AckKind::Nak(Some(Duration::from_millis(wait as u64))))
-                        .await;
+                    send_ack(
+                        inner,
+                        &reply,
+                        AckKind::Nak(Some(Duration::from_millis(wait as u64))),
+                    )
+                    .await;
                 }
             }
             AttemptResult::Dead { error } => {
