@@ -199,6 +199,11 @@ fn two_instances_share_each_plugin_and_take_over_from_one_killed_mid_delivery() 
 /// The failure harness (`hookd_reliability::cluster`): three nats-server nodes (R3), three
 /// hookd instances, six signed senders spread over them, the failure injected three times.
 fn survive(failure: Failure) {
+    // One at a time: each is three nats-server nodes and three instances under load.
+    static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_CLUSTER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().expect("a temp dir");
     let report = cluster_failures(&ClusterSettings {
         hookd: hookd_testkit::hookd_binary(),

@@ -157,6 +157,19 @@ async fn entry(store: &Store, key: &str) -> Result<(Option<Bytes>, u64), Storage
     })
 }
 
+/// `plugin`'s bucket, made if missing, its quota `max_keys`, and `key` as its key there.
+async fn writable(
+    inner: &Inner,
+    plugin: &str,
+    key: &str,
+    max_keys: u64,
+) -> Result<(Store, String), StorageError> {
+    match bucket(inner, plugin, Some(max_keys)).await? {
+        Some(store) => Ok((store, kv_key(key))),
+        None => Err(failed("a plugin's key bucket", "was not created")),
+    }
+}
+
 pub(crate) async fn get(
     inner: &Inner,
     plugin: &str,
@@ -176,10 +189,7 @@ pub(crate) async fn write(inner: &Inner, op: KvOp) -> Result<KvWriteResult, Stor
             value,
             max_keys,
         } => {
-            let store = bucket(inner, &plugin, Some(max_keys))
-                .await?
-                .expect("created with a quota");
-            let key = kv_key(&key);
+            let (store, key) = writable(inner, &plugin, &key, max_keys).await?;
             if max_keys == 0 && entry(&store, &key).await?.0.is_none() {
                 return Ok(KvWriteResult::QuotaExceeded);
             }
@@ -207,10 +217,7 @@ pub(crate) async fn write(inner: &Inner, op: KvOp) -> Result<KvWriteResult, Stor
             delta,
             max_keys,
         } => {
-            let store = bucket(inner, &plugin, Some(max_keys))
-                .await?
-                .expect("created with a quota");
-            let key = kv_key(&key);
+            let (store, key) = writable(inner, &plugin, &key, max_keys).await?;
             // Callers in this process take turns; other instances are kept out by the
             // compare-and-set below.
             let turn = lock(&inner.kv.counters)

@@ -580,15 +580,14 @@ pub(crate) async fn due(
         let Some(handle) = inner.consumers.existing(inner, plugin).await? else {
             return Ok(());
         };
-        // Bounded twice: the server ends the pull by `expires`, and should its answer be lost
-        // (a node restarting mid-request), the client stops waiting soon after.
-        let wait = inner.config.request_timeout;
-        let fetched = tokio::time::timeout(wait * 2, async {
+        // A fetch answers at once (no wait), but that answer can be lost (a node restarting
+        // mid-request), and the client would wait for it for good: give up after a while.
+        // (No `expires`: with it, the server holds an empty fetch open until it passes.)
+        let fetched = tokio::time::timeout(inner.config.request_timeout, async {
             let mut batch = handle
                 .consumer
                 .fetch()
                 .max_messages(room)
-                .expires(wait)
                 .messages()
                 .await
                 .map_err(|e| failed("cannot fetch deliveries", e))?;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hookd_nats::{NatsBackend, NatsConfig};
-use hookd_storage::Backend;
 use hookd_storage::conformance::{self, Harness};
+use hookd_storage::{Backend, KvOp, KvStore as _, KvWriteResult};
 use hookd_testkit::nats::NatsServer;
 use prometheus_client::registry::Registry;
 
@@ -55,4 +55,47 @@ async fn the_whole_suite_on_one_nats_server() {
         open: Mutex::default(),
     };
     conformance::run_all(&harness).await;
+}
+
+/// Increments from two instances (two connections, each with its own turn-taking) interleave
+/// without losing or repeating one: the compare-and-set on the server decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn increments_are_atomic_across_instances() {
+    let server = NatsServer::start();
+    let open = || async {
+        let config = NatsConfig {
+            servers: vec![server.url()],
+            prefix: "two".into(),
+            ..NatsConfig::default()
+        };
+        NatsBackend::connect(config, &mut Registry::default(), |_| {})
+            .await
+            .expect("connecting to nats-server")
+    };
+    let (a, b) = (open().await, open().await);
+    let increment = |backend: NatsBackend| async move {
+        backend
+            .write(KvOp::Increment {
+                plugin: "p".into(),
+                key: "n".into(),
+                delta: 1,
+                max_keys: 10,
+            })
+            .await
+    };
+    let writes = (0..40).map(|i| increment(if i % 2 == 0 { a.clone() } else { b.clone() }));
+    let mut seen: Vec<i64> = futures_util::future::join_all(writes)
+        .await
+        .into_iter()
+        .map(|r| match r.expect("an increment") {
+            KvWriteResult::Counter(n) => n,
+            other => panic!("an increment answered {other:?}"),
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=40).collect::<Vec<_>>(),
+        "lost or repeated increments"
+    );
 }
