@@ -316,6 +316,7 @@ impl NatsBackend {
                 num_replicas: config.replicas,
                 ..Default::default()
             },
+            Reads::OwnWrites,
         )
         .await?;
         info!(
@@ -476,6 +477,7 @@ async fn setup(
             num_replicas: config.replicas,
             ..Default::default()
         },
+        Reads::AnyReplica,
     )
     .await?;
     let deliveries = kv_bucket(
@@ -491,16 +493,28 @@ async fn setup(
             limit_markers: Some(Duration::from_secs(60)),
             ..Default::default()
         },
+        Reads::OwnWrites,
     )
     .await?;
     Ok((events, dead, dedup, deliveries))
 }
 
-/// A bucket of hookd's: created if missing, read back from the leader (no direct gets from a
-/// lagging replica: hookd reads its own writes).
+/// Whether a bucket's reads must see the writes just made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// From the stream's leader (through the JetStream API): attempt state, heartbeats.
+    OwnWrites,
+    /// Direct gets, which any replica answers without the JetStream API's queue: the dedup
+    /// check, which matters only for ids older than the stream's own duplicate window, long
+    /// replicated by then.
+    AnyReplica,
+}
+
+/// A bucket of hookd's, created if missing, read as `reads` says.
 async fn kv_bucket(
     js: &Context,
     config: jetstream::kv::Config,
+    reads: Reads,
 ) -> Result<jetstream::kv::Store, StorageError> {
     let bucket = config.bucket.clone();
     if let Ok(store) = js.get_key_value(&bucket).await {
@@ -516,8 +530,9 @@ async fn kv_bucket(
         .cached_info()
         .config
         .clone();
-    if stream_config.allow_direct {
-        stream_config.allow_direct = false;
+    let direct = reads == Reads::AnyReplica;
+    if stream_config.allow_direct != direct {
+        stream_config.allow_direct = direct;
         js.update_stream(&stream_config)
             .await
             .map_err(|e| failed(&format!("cannot configure the `{bucket}` bucket"), e))?;
