@@ -246,6 +246,11 @@ fn restarting_the_whole_nats_cluster_loses_nothing() {
     survive(Failure::RestartNatsCluster);
 }
 
+#[test]
+fn restarting_every_instance_and_node_at_once_loses_nothing() {
+    survive(Failure::RestartEverything);
+}
+
 /// `hookd dlq` against the cluster: a dead letter made by one instance is listed and replayed
 /// from another instance's config (without its webhook secret), and the replay delivers.
 #[test]

@@ -93,7 +93,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         bail!("the crash loops failed: {status}");
     }
 
-    for failure in ["kill-hookd", "kill-nats-node", "restart-nats-cluster"] {
+    for failure in [
+        "kill-hookd",
+        "kill-nats-node",
+        "restart-nats-cluster",
+        "restart-everything",
+    ] {
         println!(
             "\n== cluster on NATS JetStream, {failure} x 10: three nats-server nodes (R3), \
              three instances, six senders (release build)"

@@ -193,6 +193,9 @@ pub(crate) fn jetstream_code(e: &(dyn Error + 'static)) -> Option<u64> {
     None
 }
 
+/// How long a start waits for JetStream to hold (or create) hookd's streams and buckets.
+const SETUP_PATIENCE: Duration = Duration::from_secs(120);
+
 /// "maximum messages exceeded" and the like: a stream at its limits.
 pub(crate) const STREAM_STORE_FAILED: u64 = 10077;
 /// The account or server is out of JetStream storage.
@@ -304,21 +307,21 @@ impl NatsBackend {
         }
         let max_payload = client.server_info().max_payload;
         let names = Names::new(&config.prefix);
-        let (events, dead, dedup, deliveries) = setup(&js, &names, &config).await?;
-        let instances = kv_bucket(
-            &js,
-            jetstream::kv::Config {
-                bucket: names.instances_bucket(),
-                description: "hookd: the instances sharing this store, by heartbeat".into(),
-                history: 1,
-                max_age: INSTANCE_TTL,
-                storage: stream::StorageType::File,
-                num_replicas: config.replicas,
-                ..Default::default()
-            },
-            Reads::OwnWrites,
-        )
-        .await?;
+        // A cluster that just restarted answers the account before it has recovered its
+        // streams: keep trying for a while (systemd restarts hookd after that).
+        let recovering = Instant::now();
+        let (events, dead, dedup, deliveries, instances) = loop {
+            match setup(&js, &names, &config).await {
+                Ok(found) => break found,
+                Err(e) if recovering.elapsed() < SETUP_PATIENCE => {
+                    waiting(&format!(
+                        "waiting for JetStream's streams at {servers}: {e}"
+                    ));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         info!(
             servers = %servers,
             stream = %names.events_stream(),
@@ -430,6 +433,7 @@ async fn setup(
         stream::Stream,
         jetstream::kv::Store,
         jetstream::kv::Store,
+        jetstream::kv::Store,
     ),
     StorageError,
 > {
@@ -496,7 +500,21 @@ async fn setup(
         Reads::OwnWrites,
     )
     .await?;
-    Ok((events, dead, dedup, deliveries))
+    let instances = kv_bucket(
+        js,
+        jetstream::kv::Config {
+            bucket: names.instances_bucket(),
+            description: "hookd: the instances sharing this store, by heartbeat".into(),
+            history: 1,
+            max_age: INSTANCE_TTL,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        },
+        Reads::OwnWrites,
+    )
+    .await?;
+    Ok((events, dead, dedup, deliveries, instances))
 }
 
 /// Whether a bucket's reads must see the writes just made.

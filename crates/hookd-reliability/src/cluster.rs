@@ -1,9 +1,10 @@
 //! The cluster failure harness: three real nats-server nodes (JetStream, R3), several hookd
 //! instances sharing them, signed load from several connections spread over the instances,
 //! and a failure injected over and over while it runs: a hookd instance killed with
-//! `kill -9`, one nats-server node of three killed and brought back, or the whole NATS cluster
-//! killed and restarted. Then every instance is brought up and the harness waits until each
-//! acknowledged event reached each plugin.
+//! `kill -9`, one nats-server node of three killed and brought back, the whole NATS cluster
+//! killed and restarted, or everything (every instance and every node) killed and restarted.
+//! Then every instance is brought up and the harness waits until each acknowledged event
+//! reached each plugin.
 //!
 //! Deliveries are counted where they land: both plugins are the `http-poster` fixture, posting
 //! every event id they get to a local HTTP server in this process, so no instance's death
@@ -34,6 +35,9 @@ pub enum Failure {
     KillNatsNode,
     /// `kill -9` every nats-server node, then start them all again.
     RestartNatsCluster,
+    /// `kill -9` everything, every hookd instance and every nats-server node, then start it
+    /// all again.
+    RestartEverything,
 }
 
 #[derive(Debug, Clone)]
@@ -257,6 +261,22 @@ pub fn cluster_failures(settings: &ClusterSettings) -> anyhow::Result<ClusterRep
                 std::thread::sleep(settings.interval / 2);
                 for node in &mut cluster.nodes {
                     node.start();
+                }
+            }
+            Failure::RestartEverything => {
+                for instance in &mut instances {
+                    instance.kill();
+                }
+                for node in &mut cluster.nodes {
+                    node.kill();
+                }
+                std::thread::sleep(settings.interval / 2);
+                for node in &mut cluster.nodes {
+                    node.start();
+                }
+                // Each waits for JetStream before it is ready.
+                for instance in &mut instances {
+                    instance.start(&settings.hookd)?;
                 }
             }
         }

@@ -21,6 +21,8 @@ enum Inject {
     KillNatsNode,
     /// kill -9 every nats-server node, then start them again
     RestartNatsCluster,
+    /// kill -9 every hookd instance and every nats-server node, then start them again
+    RestartEverything,
 }
 
 #[derive(Debug, Parser)]
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
             Inject::KillHookd => Failure::KillHookd,
             Inject::KillNatsNode => Failure::KillNatsNode,
             Inject::RestartNatsCluster => Failure::RestartNatsCluster,
+            Inject::RestartEverything => Failure::RestartEverything,
         },
         rounds: args.rounds,
         interval: Duration::from_secs(args.interval_secs),
