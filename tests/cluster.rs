@@ -197,8 +197,8 @@ fn two_instances_share_each_plugin_and_take_over_from_one_killed_mid_delivery() 
 }
 
 /// The failure harness (`hookd_reliability::cluster`): three nats-server nodes (R3), three
-/// hookd instances, six signed senders spread over them, the failure injected three times.
-fn survive(failure: Failure) {
+/// hookd instances, six signed senders spread over them, the failure injected `rounds` times.
+fn survive(failure: Failure, rounds: usize) {
     // One at a time: each is three nats-server nodes and three instances under load.
     static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = ONE_CLUSTER
@@ -212,7 +212,7 @@ fn survive(failure: Failure) {
         instances: 3,
         senders: 6,
         failure,
-        rounds: 3,
+        rounds,
         interval: Duration::from_secs(3),
     })
     .expect("the cluster harness ran");
@@ -233,22 +233,23 @@ fn survive(failure: Failure) {
 
 #[test]
 fn killing_hookd_instances_loses_nothing() {
-    survive(Failure::KillHookd);
+    survive(Failure::KillHookd, 3);
 }
 
 #[test]
 fn killing_one_nats_node_of_three_loses_nothing() {
-    survive(Failure::KillNatsNode);
+    survive(Failure::KillNatsNode, 3);
 }
 
 #[test]
 fn restarting_the_whole_nats_cluster_loses_nothing() {
-    survive(Failure::RestartNatsCluster);
+    survive(Failure::RestartNatsCluster, 3);
 }
 
 #[test]
 fn restarting_every_instance_and_node_at_once_loses_nothing() {
-    survive(Failure::RestartEverything);
+    // Each round restarts three instances against a cluster recovering from disk.
+    survive(Failure::RestartEverything, 2);
 }
 
 /// `hookd dlq` against the cluster: a dead letter made by one instance is listed and replayed
