@@ -28,6 +28,7 @@ mod error;
 pub mod plugin;
 mod raw;
 mod secrets;
+mod store;
 mod toml_error;
 
 use std::net::SocketAddr;

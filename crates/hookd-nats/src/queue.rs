@@ -3,50 +3,42 @@
 //! lease renewed with `Progress`), answered by `due` until an outcome is recorded.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
-use async_nats::jetstream::context::PublishErrorKind;
-use async_nats::jetstream::message::{AckKind, Acker, PublishMessage};
+use async_nats::jetstream::consumer;
+use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::{HeaderMap, Subject};
-use bytes::Bytes;
 use futures_util::StreamExt;
 use hookd_storage::{
-    AttemptRecord, AttemptResult, Claim, DeadLetter, DueDelivery, PluginDeliveries, ReplaySelector,
-    StorageError, now_ms,
+    AttemptRecord, AttemptResult, Claim, DueDelivery, PluginDeliveries, StorageError, now_ms,
 };
-use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
-use crate::names::{covered, escape_header, reduce, unescape_header};
-use crate::state::{DeliveryState, state_key};
+use crate::consumers::configured_filters;
+use crate::dead::{bury, dead_counts};
+use crate::names::unescape_header;
+use crate::state::{DeliveryState, WriteState, read_state, state_key, write_state};
 use crate::{Inner, failed, header, lock};
 
 /// Held deliveries' payloads, in all, past which this instance fetches no more.
 const HELD_MAX_BYTES: usize = 64 << 20;
 /// The longest error text kept with a delivery or a dead letter.
 const MAX_ERROR_BYTES: usize = 4096;
-/// How long attempt state outlives the moment it stops mattering.
-const STATE_MARGIN: Duration = Duration::from_secs(24 * 3600);
-/// Messages JetStream may hand out to one plugin's consumer without an ack, cluster-wide;
-/// retries waiting for their time count too.
-const MAX_ACK_PENDING: i64 = 100_000;
-
 /// A delivery this instance fetched and leases.
 pub(crate) struct Held {
     /// The reply subject of its latest delivery: acks, naks and lease renewals go there.
-    reply: Subject,
-    generation: u64,
-    event_id: String,
-    event_type: String,
-    payload: String,
-    received_at_ms: i64,
-    state: DeliveryState,
+    pub(crate) reply: Subject,
+    pub(crate) generation: u64,
+    pub(crate) event_id: String,
+    pub(crate) event_type: String,
+    pub(crate) payload: String,
+    pub(crate) received_at_ms: i64,
+    pub(crate) state: DeliveryState,
     /// The state's revision in the deliveries bucket (0: never written).
-    revision: u64,
+    pub(crate) revision: u64,
     /// Claimed and not yet recorded: the plugin runs.
-    running: bool,
+    pub(crate) running: bool,
 }
 
 impl Held {
@@ -64,184 +56,6 @@ impl Held {
             claimed_by: self.state.by,
         }
     }
-}
-
-/// A plugin's consumer, and the filters it is known to have.
-pub(crate) struct ConsumerHandle {
-    consumer: PullConsumer,
-    filters: Mutex<Vec<String>>,
-    widening: tokio::sync::Mutex<()>,
-}
-
-/// The consumers this instance has opened, by plugin.
-#[derive(Default)]
-pub(crate) struct Consumers {
-    map: Mutex<HashMap<String, Arc<OnceCell<Arc<ConsumerHandle>>>>>,
-}
-
-fn configured_filters(config: &consumer::Config) -> Vec<String> {
-    let mut filters = config.filter_subjects.clone();
-    if !config.filter_subject.is_empty() {
-        filters.push(config.filter_subject.clone());
-    }
-    filters
-}
-
-fn consumer_config(inner: &Inner, plugin: &str, filters: Vec<String>) -> consumer::pull::Config {
-    let name = inner.names.consumer(plugin);
-    consumer::pull::Config {
-        durable_name: Some(name.clone()),
-        name: Some(name),
-        description: Some(format!("hookd: deliveries to plugin {plugin}")),
-        deliver_policy: DeliverPolicy::New,
-        ack_policy: AckPolicy::Explicit,
-        ack_wait: inner.config.ack_wait,
-        max_deliver: -1,
-        max_ack_pending: MAX_ACK_PENDING,
-        filter_subjects: filters,
-        ..Default::default()
-    }
-}
-
-impl Consumers {
-    fn slot(&self, plugin: &str) -> Arc<OnceCell<Arc<ConsumerHandle>>> {
-        lock(&self.map)
-            .entry(plugin.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    pub(crate) fn clear(&self) {
-        lock(&self.map).clear();
-    }
-
-    /// The consumer of `plugin`, created if it does not exist, its filters widened to cover
-    /// `patterns` (when known) and `subject` (an event about to be published for it). A
-    /// filter is never narrowed here: instances serving different versions of a plugin only
-    /// ever add what theirs wants, so the consumer's configuration does not flip between them.
-    pub(crate) async fn ensure(
-        &self,
-        inner: &Inner,
-        plugin: &str,
-        patterns: Option<&[String]>,
-        subject: Option<&str>,
-    ) -> Result<Arc<ConsumerHandle>, StorageError> {
-        let slot = self.slot(plugin);
-        let wanted_at_creation = inner
-            .names
-            .consumer_filters(plugin, patterns.unwrap_or_default());
-        let handle = slot
-            .get_or_try_init(|| open(inner, plugin, wanted_at_creation))
-            .await?
-            .clone();
-        let mut wanted: Vec<String> = patterns
-            .map(|p| inner.names.consumer_filters(plugin, p))
-            .unwrap_or_default();
-        wanted.extend(subject.map(str::to_owned));
-        let missing = {
-            let filters = lock(&handle.filters);
-            wanted.iter().any(|w| !covered(&filters, w))
-        };
-        if missing {
-            widen(inner, plugin, &handle, wanted).await?;
-        }
-        Ok(handle)
-    }
-
-    /// The consumer of `plugin` if one exists (polling for a plugin creates nothing).
-    async fn existing(
-        &self,
-        inner: &Inner,
-        plugin: &str,
-    ) -> Result<Option<Arc<ConsumerHandle>>, StorageError> {
-        let slot = self.slot(plugin);
-        if let Some(handle) = slot.get() {
-            return Ok(Some(handle.clone()));
-        }
-        let name = inner.names.consumer(plugin);
-        match inner.events.consumer_info(&name).await {
-            Ok(_) => {}
-            Err(e)
-                if e.kind() == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(failed("cannot read a plugin's consumer", e)),
-        }
-        let handle = slot
-            .get_or_try_init(|| open(inner, plugin, Vec::new()))
-            .await?;
-        Ok(Some(handle.clone()))
-    }
-}
-
-/// Opens `plugin`'s consumer, creating it with `filters` if it does not exist.
-async fn open(
-    inner: &Inner,
-    plugin: &str,
-    filters: Vec<String>,
-) -> Result<Arc<ConsumerHandle>, StorageError> {
-    let name = inner.names.consumer(plugin);
-    let consumer: PullConsumer = match inner.events.get_consumer(&name).await {
-        Ok(c) => c,
-        Err(_) if !filters.is_empty() => {
-            match inner
-                .events
-                .create_consumer_strict(consumer_config(inner, plugin, filters))
-                .await
-            {
-                Ok(c) => c,
-                // Another instance created it meanwhile.
-                Err(create) => inner.events.get_consumer(&name).await.map_err(|e| {
-                    failed(
-                        &format!("cannot create the consumer of plugin {plugin} ({create})"),
-                        e,
-                    )
-                })?,
-            }
-        }
-        Err(e) => return Err(failed("cannot open a plugin's consumer", e)),
-    };
-    let filters = configured_filters(&consumer.cached_info().config);
-    Ok(Arc::new(ConsumerHandle {
-        consumer,
-        filters: Mutex::new(filters),
-        widening: tokio::sync::Mutex::new(()),
-    }))
-}
-
-/// Adds `wanted` to the consumer's filters, reading the configuration first so that what
-/// other instances added stays.
-async fn widen(
-    inner: &Inner,
-    plugin: &str,
-    handle: &ConsumerHandle,
-    wanted: Vec<String>,
-) -> Result<(), StorageError> {
-    let _one_at_a_time = handle.widening.lock().await;
-    let name = inner.names.consumer(plugin);
-    let info = inner
-        .events
-        .consumer_info(&name)
-        .await
-        .map_err(|e| failed("cannot read a plugin's consumer", e))?;
-    let current = configured_filters(&info.config);
-    if wanted.iter().all(|w| covered(&current, w)) {
-        *lock(&handle.filters) = current;
-        return Ok(());
-    }
-    let filters = reduce(current.iter().cloned().chain(wanted).collect());
-    debug!(plugin, ?filters, "widening a plugin's consumer");
-    let mut config = info.config.clone();
-    config.filter_subject = String::new();
-    config.filter_subjects = filters.clone();
-    inner
-        .events
-        .update_consumer(config)
-        .await
-        .map_err(|e| failed("cannot update a plugin's consumer", e))?;
-    *lock(&handle.filters) = filters;
-    Ok(())
 }
 
 /// Renews the leases of held deliveries until the backend goes.
@@ -264,7 +78,7 @@ pub(crate) async fn keep_leases(inner: Weak<Inner>) {
     }
 }
 
-fn acker(inner: &Inner, reply: &Subject) -> Acker {
+pub(crate) fn acker(inner: &Inner, reply: &Subject) -> Acker {
     Acker::new(inner.js.clone(), Some(reply.clone()))
 }
 
@@ -299,62 +113,12 @@ pub(crate) async fn release_held(inner: &Inner, release: impl Fn(&str) -> bool) 
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).map(|v| v.as_str())
 }
 
-fn header_num<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
+pub(crate) fn header_num<T: std::str::FromStr>(headers: &HeaderMap, name: &str) -> Option<T> {
     header_str(headers, name)?.parse().ok()
-}
-
-/// A delivery's state and its revision, as last written (none: never claimed).
-async fn read_state(
-    inner: &Inner,
-    key: &str,
-) -> Result<(Option<DeliveryState>, u64), StorageError> {
-    let entry = inner
-        .deliveries
-        .entry(key)
-        .await
-        .map_err(|e| failed("cannot read a delivery's state", e))?;
-    Ok(match entry {
-        Some(e) if e.operation == async_nats::jetstream::kv::Operation::Put => {
-            (serde_json::from_slice(&e.value).ok(), e.revision)
-        }
-        Some(e) => (None, e.revision),
-        None => (None, 0),
-    })
-}
-
-enum WriteState {
-    Written(u64),
-    /// Someone else wrote it since we read it: the delivery is no longer ours.
-    Conflict,
-}
-
-/// Writes a delivery's state if it is still at `revision`, with a TTL past the moment it can
-/// matter.
-async fn write_state(
-    inner: &Inner,
-    key: &str,
-    state: &DeliveryState,
-    revision: u64,
-) -> Result<WriteState, StorageError> {
-    let until_due = Duration::from_millis(u64::try_from(state.next_at_ms - now_ms()).unwrap_or(0));
-    let ttl = (until_due + inner.config.ack_wait + STATE_MARGIN)
-        .min(inner.config.max_event_age + STATE_MARGIN);
-    let body = serde_json::to_vec(state).map_err(|e| failed("a delivery's state", e))?;
-    let subject = format!("{}{key}", inner.deliveries.prefix);
-    let publish = PublishMessage::build()
-        .payload(Bytes::from(body))
-        .expected_last_subject_sequence(revision)
-        .ttl(ttl);
-    let acked = async { inner.js.send_publish(subject, publish).await?.await }.await;
-    match acked {
-        Ok(ack) => Ok(WriteState::Written(ack.sequence)),
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(WriteState::Conflict),
-        Err(e) => Err(failed("cannot write a delivery's state", e)),
-    }
 }
 
 /// What a fetched message is, read from its subject and headers.
@@ -479,7 +243,7 @@ async fn admit(inner: &Inner, plugin: &str, message: async_nats::jetstream::Mess
         }
     }
     let state = state.unwrap_or_else(|| DeliveryState::fresh(fetched.due_ms));
-    let mut held = Held {
+    let held = Held {
         reply,
         generation: fetched.generation,
         event_id: fetched.event_id,
@@ -507,49 +271,7 @@ async fn admit(inner: &Inner, plugin: &str, message: async_nats::jetstream::Mess
         .await;
         return;
     }
-    held.running = false;
     lock(&inner.held).insert(key, held);
-}
-
-/// Writes the dead letter (idempotent: its id is the delivery's) and ends the message.
-async fn bury(
-    inner: &Inner,
-    plugin: &str,
-    seq: i64,
-    held: &Held,
-    error: &str,
-) -> Result<(), StorageError> {
-    let mut headers = HeaderMap::new();
-    let msg_id = format!("dead.{plugin}.{seq}.{}", held.generation);
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
-    headers.insert(header::SEQ, seq.to_string().as_str());
-    headers.insert(header::ID, escape_header(&held.event_id).as_str());
-    headers.insert(header::TYPE, escape_header(&held.event_type).as_str());
-    headers.insert(header::PLUGIN, plugin);
-    headers.insert(header::ATTEMPTS, held.state.attempts.to_string().as_str());
-    headers.insert(header::ERROR, escape_header(error).as_str());
-    headers.insert(
-        header::RECEIVED_MS,
-        held.received_at_ms.to_string().as_str(),
-    );
-    headers.insert(
-        header::DIED_MS,
-        held.state.updated_at_ms.to_string().as_str(),
-    );
-    let payload = Bytes::from(held.payload.clone().into_bytes());
-    async {
-        inner
-            .js
-            .publish_with_headers(inner.names.dead_subject(plugin), headers, payload)
-            .await?
-            .await
-    }
-    .await
-    .map_err(|e| failed("cannot write a dead letter", e))?;
-    acker(inner, &held.reply)
-        .double_ack_with(AckKind::Term)
-        .await
-        .map_err(|e| failed("cannot end a dead delivery", e))
 }
 
 pub(crate) async fn due(
@@ -930,163 +652,4 @@ pub(crate) async fn open_deliveries(inner: &Inner) -> Result<Vec<PluginDeliverie
     let mut rows: Vec<PluginDeliveries> = rows.into_values().collect();
     rows.sort_by(|a, b| a.plugin.cmp(&b.plugin));
     Ok(rows)
-}
-
-/// Dead letters per plugin.
-async fn dead_counts(inner: &Inner) -> Result<Vec<(String, u64)>, StorageError> {
-    let mut subjects = inner
-        .dead
-        .info_with_subjects(inner.names.all_dead())
-        .await
-        .map_err(|e| failed("cannot count dead letters", e))?;
-    let mut counts = Vec::new();
-    while let Some(entry) = subjects.next().await {
-        let (subject, count) = entry.map_err(|e| failed("cannot count dead letters", e))?;
-        if let Some(plugin) = inner.names.dead_plugin(&subject) {
-            counts.push((plugin.to_owned(), count as u64));
-        }
-    }
-    Ok(counts)
-}
-
-/// A dead letter as stored, with what a replay needs.
-struct Stored {
-    position: u64,
-    letter: DeadLetter,
-    payload: Bytes,
-}
-
-/// Dead letters on `subject` (one plugin's, or all), oldest death first, at most `limit`.
-async fn read_dead(
-    inner: &Inner,
-    subject: String,
-    limit: usize,
-) -> Result<Vec<Stored>, StorageError> {
-    let total: u64 = dead_counts(inner)
-        .await?
-        .into_iter()
-        .filter(|(p, _)| {
-            subject == inner.names.all_dead() || subject == inner.names.dead_subject(p)
-        })
-        .map(|(_, n)| n)
-        .sum();
-    let want = usize::try_from(total).unwrap_or(usize::MAX).min(limit);
-    if want == 0 {
-        return Ok(Vec::new());
-    }
-    let reader = inner
-        .dead
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subject,
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| failed("cannot read dead letters", e))?;
-    let mut messages = reader
-        .messages()
-        .await
-        .map_err(|e| failed("cannot read dead letters", e))?;
-    let mut letters = Vec::with_capacity(want);
-    while letters.len() < want {
-        let next = tokio::time::timeout(inner.config.request_timeout, messages.next()).await;
-        let message = match next {
-            Ok(Some(Ok(m))) => m,
-            Ok(Some(Err(e))) => return Err(failed("cannot read dead letters", e)),
-            Ok(None) | Err(_) => break,
-        };
-        let (position, pending) = match message.info() {
-            Ok(info) => (info.stream_sequence, info.pending),
-            Err(e) => return Err(failed("cannot read dead letters", e)),
-        };
-        let empty = HeaderMap::new();
-        let h = message.headers.as_ref().unwrap_or(&empty);
-        let letter = (|| {
-            Some(DeadLetter {
-                event_seq: header_num(h, header::SEQ)?,
-                event_id: unescape_header(header_str(h, header::ID)?)?,
-                event_type: unescape_header(header_str(h, header::TYPE)?)?,
-                plugin: header_str(h, header::PLUGIN)?.to_owned(),
-                attempts: header_num(h, header::ATTEMPTS)?,
-                last_error: unescape_header(header_str(h, header::ERROR)?)?,
-                received_at_ms: header_num(h, header::RECEIVED_MS)?,
-                died_at_ms: header_num(h, header::DIED_MS)?,
-            })
-        })();
-        match letter {
-            Some(letter) => letters.push(Stored {
-                position,
-                letter,
-                payload: message.payload.clone(),
-            }),
-            None => warn!(position, "a dead letter hookd did not write; skipped"),
-        }
-        if pending == 0 {
-            break;
-        }
-    }
-    Ok(letters)
-}
-
-pub(crate) async fn dead_letters(
-    inner: &Inner,
-    limit: usize,
-) -> Result<Vec<DeadLetter>, StorageError> {
-    Ok(read_dead(inner, inner.names.all_dead(), limit)
-        .await?
-        .into_iter()
-        .map(|s| s.letter)
-        .collect())
-}
-
-pub(crate) async fn replay(
-    inner: &Inner,
-    selector: ReplaySelector,
-    plugin: Option<String>,
-    now_ms: i64,
-) -> Result<usize, StorageError> {
-    let subject = match &plugin {
-        Some(p) => inner.names.dead_subject(p),
-        None => inner.names.all_dead(),
-    };
-    let letters = read_dead(inner, subject, usize::MAX).await?;
-    let mut replayed = 0;
-    for stored in letters {
-        let l = &stored.letter;
-        if let ReplaySelector::Event(id) = &selector
-            && *id != l.event_id
-        {
-            continue;
-        }
-        let replay_subject = inner.names.replay_subject(&l.plugin);
-        inner
-            .consumers
-            .ensure(inner, &l.plugin, None, Some(&replay_subject))
-            .await?;
-        let mut headers = HeaderMap::new();
-        let msg_id = format!("replay.{}.{}", l.plugin, stored.position);
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
-        headers.insert(header::ID, escape_header(&l.event_id).as_str());
-        headers.insert(header::TYPE, escape_header(&l.event_type).as_str());
-        headers.insert(header::RECEIVED_MS, l.received_at_ms.to_string().as_str());
-        headers.insert(header::SEQ, l.event_seq.to_string().as_str());
-        headers.insert(header::GEN, stored.position.to_string().as_str());
-        headers.insert(header::DUE_MS, now_ms.to_string().as_str());
-        async {
-            inner
-                .js
-                .publish_with_headers(replay_subject, headers, stored.payload.clone())
-                .await?
-                .await
-        }
-        .await
-        .map_err(|e| failed("cannot replay a dead letter", e))?;
-        inner
-            .dead
-            .delete_message(stored.position)
-            .await
-            .map_err(|e| failed("cannot remove a replayed dead letter", e))?;
-        replayed += 1;
-    }
-    Ok(replayed)
 }
