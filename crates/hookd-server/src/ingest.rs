@@ -294,8 +294,8 @@ impl IngestState {
         // against `queue_max_bytes`: the body, its parse and its budget go back before the
         // commit wait.
         drop((envelope, bytes, hold));
-        // Kept for the dispatch hint; only routed events need it.
-        let hint = routed.then(|| event.clone());
+        // Kept for the dispatch hint; only routed events need it, and only when hints are taken.
+        let hint = (routed && self.subscriptions.takes_hints()).then(|| event.clone());
         let size = event.payload.len() as u64;
         let outcome = match self.log.append(event) {
             Ok(committed) => committed.await,
@@ -306,10 +306,10 @@ impl IngestState {
                 self.metrics.events_received.inc();
                 if ingested.duplicate {
                     self.metrics.events_duplicate.inc();
+                } else if !routed {
+                    self.metrics.events_unrouted.inc();
                 } else if let Some(event) = &hint {
                     self.subscriptions.stored(ingested.seq, event);
-                } else {
-                    self.metrics.events_unrouted.inc();
                 }
                 self.metrics
                     .ingest_seconds

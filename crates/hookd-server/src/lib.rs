@@ -51,4 +51,10 @@ pub trait Subscriptions: Send + Sync + 'static {
     /// Called once a new event with subscribers is committed (its deliveries too), as a hint
     /// to start them now rather than at the next poll of the queue. Must not block.
     fn stored(&self, _seq: i64, _event: &NewEvent) {}
+
+    /// Whether [`Subscriptions::stored`] does anything: when not (a queue shared by several
+    /// processes takes no hints), ingest keeps no copy of the event for it.
+    fn takes_hints(&self) -> bool {
+        true
+    }
 }

@@ -96,6 +96,10 @@ impl Subscriptions for Routes {
         self.registry.subscribers(event_type)
     }
 
+    fn takes_hints(&self) -> bool {
+        self.hinting
+    }
+
     fn stored(&self, seq: i64, event: &NewEvent) {
         if !self.hinting {
             return;
